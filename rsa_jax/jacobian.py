@@ -95,7 +95,9 @@ def power_iteration(jvp: Map, vjp: Map, state: PowerIterationState, *, max_iters
 
     def cond(carry):
         _, sigma, sigma_old, it = carry
-        unconverged = jnp.abs(sigma - sigma_old) > tol * jnp.abs(sigma)
+        # tol <= 0 must run exactly max_iters: once sigma stops changing in floating point the
+        # change test alone would stop early.
+        unconverged = (tol <= 0) | (jnp.abs(sigma - sigma_old) > tol * jnp.abs(sigma))
         return (it < max_iters) & ((it < 2) | unconverged)
 
     v, sigma, _, it = lax.while_loop(cond, step, (state.v, state.sigma, jnp.full_like(state.sigma, jnp.inf),

@@ -1,0 +1,189 @@
+"""Sudoku evaluation: predictions, test-time scaling over T_eval, and AKOrN's energy voting.
+
+Random initial states. Puzzles are processed in batches of ``batch_size`` (the last one padded, so
+each function compiles once); the noise of batch ``b`` and candidate ``k`` comes from
+:func:`candidate_key` ``(key, b, k)``. ``evaluate_boards`` uses candidate 0, so
+``energy_voting(K=1)`` reproduces it, and the k-th voting candidate does not depend on ``chunk``.
+Accuracies count blank cells only (:func:`rsa_jax.data.sudoku.board_accuracy` / ``cell_accuracy``).
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from rsa_jax.data.sudoku import SudokuSet, board_accuracy, cell_accuracy
+from rsa_jax.energy import pseudo_energy
+
+#: the paper's T_eval grid (16 -> 2048)
+PAPER_STEPS = (16, 32, 64, 128, 256, 512, 1024, 2048)
+
+
+def candidate_key(key: jax.Array, batch_index: int, k: int = 0) -> jax.Array:
+    """PRNG key of the initial state of candidate ``k`` for the puzzles of batch ``batch_index``."""
+    return jax.random.fold_in(jax.random.fold_in(key, batch_index), k)
+
+
+def _digits(logits):
+    return (jnp.argmax(logits, axis=-1) + 1).astype(jnp.int32)
+
+
+@functools.partial(jax.jit, static_argnames=("graphdef", "steps"))
+def _predict_at(graphdef, state, digits, given, key, steps: tuple):
+    """``(len(steps), B, 81)`` predicted digits, read out along one rollout at each T in ``steps`` (sorted)."""
+    model = nnx.merge(graphdef, state)
+    step, params = model.pure_step()
+    c, x = model.condition(digits, given, key)
+    preds, t = [], 0
+    for T in steps:
+        x = jax.lax.scan(lambda x, _: (step(params, x, c), None), x, None, length=T - t)[0]
+        t = T
+        preds.append(_digits(model.readout(x)))
+    return jnp.stack(preds)
+
+
+@functools.partial(jax.jit, static_argnames=("graphdef", "steps"))
+def _vote_candidates(graphdef, state, digits, given, keys, steps: int):
+    """For each key: predicted digits ``(k, B, 81)`` after ``steps`` updates and the energy
+    ``(k, B)`` summed over the visited states x_1 .. x_T."""
+    model = nnx.merge(graphdef, state)
+    step, params = model.pure_step()
+
+    def one(key):
+        c, x0 = model.condition(digits, given, key)
+
+        def body(carry, _):
+            x, e = carry
+            x = step(params, x, c)
+            return (x, e + pseudo_energy(params["attn"], x, c)), None
+
+        (x, e), _ = jax.lax.scan(body, (x0, jnp.zeros(x0.shape[:-2], x0.dtype)), None, length=steps)
+        return _digits(model.readout(x)), e
+
+    return jax.lax.map(one, keys) if keys.shape[0] == 1 else jax.vmap(one)(keys)
+
+
+def predict(model, digits, given, key: jax.Array, steps: int) -> np.ndarray:
+    """Predicted digits 1..9, ``(B, 81)`` (givens included as the model predicts them).
+
+    Args:
+      model: a ``SudokuModel``.
+      digits: ``(B, 81)`` int, 0 = blank.
+      given: ``(B, 81)`` bool.
+      key: PRNG key of the random initial state.
+      steps: T_eval.
+    """
+    graphdef, state = nnx.split(model)
+    out = _predict_at(graphdef, state, jnp.asarray(digits, jnp.int32), jnp.asarray(given, bool), key,
+                      steps=(int(steps),))
+    return np.asarray(out[0])
+
+
+def _batches(s: SudokuSet, batch_size: int):
+    """Yields ``(index, lo, digits, given)`` with the last batch padded by repeating its last row."""
+    n = len(s)
+    for b, lo in enumerate(range(0, n, batch_size)):
+        idx = np.minimum(np.arange(lo, lo + batch_size), n - 1)
+        yield b, lo, s.puzzles[idx].astype(np.int32), s.puzzles[idx] != 0
+
+
+def evaluate_boards(model, sudoku_set: SudokuSet, steps_list: Sequence[int] = PAPER_STEPS, batch_size: int = 100,
+                    key: jax.Array | None = None, *, return_predictions: bool = False) -> dict:
+    """Board and cell accuracy at every T_eval in ``steps_list`` from ONE rollout of max(T) steps.
+
+    Args:
+      model: a ``SudokuModel``.
+      sudoku_set: puzzles with solutions.
+      steps_list: T_eval values (any order; duplicates removed).
+      batch_size: puzzles per batch.
+      key: PRNG key (default ``PRNGKey(0)``); see the module docstring.
+      return_predictions: also return ``predictions`` ``(len(steps), n, 81)``.
+
+    Returns:
+      ``{"steps": [T...], "board_acc": [...], "cell_acc": [...]}`` (sorted by T), plus ``predictions``.
+    """
+    steps = tuple(sorted({int(t) for t in steps_list}))
+    if not steps or steps[0] < 0:
+        raise ValueError(f"steps_list must hold non-negative T values, got {steps_list}")
+    key = jax.random.PRNGKey(0) if key is None else key
+    graphdef, state = nnx.split(model)
+    n = len(sudoku_set)
+    preds = np.zeros((len(steps), n, 81), np.int32)
+    for b, lo, digits, given in _batches(sudoku_set, batch_size):
+        p = _predict_at(graphdef, state, digits, given, candidate_key(key, b), steps=steps)
+        hi = min(lo + batch_size, n)
+        preds[:, lo:hi] = np.asarray(p)[:, : hi - lo]
+    out = {"steps": list(steps),
+           "board_acc": [board_accuracy(p, sudoku_set) for p in preds],
+           "cell_acc": [cell_accuracy(p, sudoku_set) for p in preds]}
+    if return_predictions:
+        out["predictions"] = preds
+    return out
+
+
+def select_min_energy(predictions: np.ndarray, energies: np.ndarray):
+    """``predictions (K, n, 81)``, ``energies (K, n)`` -> ``(chosen (n, 81), index (n,))``: per puzzle the
+    candidate of lowest energy (first one on ties)."""
+    idx = np.argmin(np.asarray(energies), axis=0)
+    return np.take_along_axis(np.asarray(predictions), idx[None, :, None], axis=0)[0], idx
+
+
+def energy_voting(model, sudoku_set: SudokuSet, K: int = 100, steps: int = 128, key: jax.Array | None = None,
+                  chunk: int = 16, batch_size: int = 100) -> dict:
+    """AKOrN's energy-based voting: K random initial states per puzzle, keep the lowest-energy run.
+
+    The energy of a run is the pseudo-energy ``-Tr(X^T (C + MSA(X)))`` (``rsa_jax.energy``) summed
+    over the visited states x_1 .. x_T (SPEC: "lowest energy (summed over steps)").
+
+    Args:
+      model: a ``SudokuModel``.
+      sudoku_set: puzzles with solutions.
+      K: candidates per puzzle.
+      steps: T_eval of every candidate.
+      key: PRNG key (default ``PRNGKey(0)``).
+      chunk: candidates run at once (vmapped); memory grows as chunk x batch_size x 81 x D.
+      batch_size: puzzles per batch.
+
+    Returns:
+      dict with ``board_acc``, ``cell_acc`` (of the voted predictions), ``predictions (n, 81)``,
+      ``energies (n, K)``, ``chosen (n,)`` candidate index, and two references: ``single_board_acc``
+      (candidate 0 alone, = ``evaluate_boards`` at ``steps``) and ``oracle_board_acc`` (some candidate right).
+    """
+    if K < 1 or chunk < 1:
+        raise ValueError(f"K and chunk must be >= 1, got K={K}, chunk={chunk}")
+    key = jax.random.PRNGKey(0) if key is None else key
+    chunk = min(chunk, K)
+    graphdef, state = nnx.split(model)
+    n = len(sudoku_set)
+    best_pred = np.zeros((n, 81), np.int32)
+    energies = np.zeros((n, K), np.float32)
+    first = np.zeros((n, 81), np.int32)
+    any_right = np.zeros(n, bool)
+    sol, blank = sudoku_set.solutions.astype(np.int32), ~sudoku_set.givens
+    for b, lo, digits, given in _batches(sudoku_set, batch_size):
+        hi = min(lo + batch_size, n)
+        m = hi - lo
+        best_e = np.full(m, np.inf)
+        for k0 in range(0, K, chunk):
+            ks = np.minimum(np.arange(k0, k0 + chunk), K - 1)
+            keys = jnp.stack([candidate_key(key, b, int(k)) for k in ks])
+            p, e = jax.device_get(_vote_candidates(graphdef, state, digits, given, keys, steps=int(steps)))
+            valid = ks == np.arange(k0, k0 + chunk)
+            p, e = p[valid][:, :m], e[valid][:, :m]
+            energies[lo:hi, k0: k0 + len(e)] = e.T
+            if k0 == 0:
+                first[lo:hi] = p[0]
+            ok = np.all((p == sol[None, lo:hi]) | ~blank[None, lo:hi], axis=-1)
+            any_right[lo:hi] |= ok.any(0)
+            cand, idx = select_min_energy(p, e)
+            better = e[idx, np.arange(m)] < best_e          # strict: earlier candidates win ties
+            best_pred[lo:hi][better] = cand[better]
+            best_e = np.where(better, e[idx, np.arange(m)], best_e)
+    return {"board_acc": board_accuracy(best_pred, sudoku_set), "cell_acc": cell_accuracy(best_pred, sudoku_set),
+            "predictions": best_pred, "energies": energies, "chosen": np.argmin(energies, axis=1),
+            "single_board_acc": board_accuracy(first, sudoku_set), "oracle_board_acc": float(np.mean(any_right))}

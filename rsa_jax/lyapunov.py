@@ -1,0 +1,283 @@
+"""Lyapunov exponents of the T-fold composition of a pure map ``f: x -> x`` (appendix B.3).
+
+Definition (B.3, eqs. 89-90): with ``J^(T) = d f^T(x0) / d x0`` and ``alpha_i`` the eigenvalues of
+``J^(T)T J^(T)``,
+
+    lambda_i = (1 / 2T) ln alpha_i = (1 / T) ln sigma_i(J^(T)),
+
+i.e. finite-time exponents at horizon T (the paper uses T = 16 and one sample). ``x`` may have any
+shape; it is flattened row-major to ``n = x.size`` coordinates.
+
+Two estimators:
+
+* ``lyapunov_spectrum``: the Benettin QR method. ``k`` tangent vectors are pushed through
+  ``jax.linearize(f, x_t)`` (vmapped over the columns, the dense Jacobian is never formed) and
+  re-orthonormalized by QR; ``lambda_i`` is the time average of ``ln |R_ii|``. Memory ``O(n k)``.
+  With ``sweeps = 0`` this is the classical estimator, which converges to the same limit as
+  ``T -> inf`` but at finite T gives the growth rates of nested volumes of ``J^(T) Q0``, not its
+  singular values (only the sum of the full spectrum, ``ln|det J^(T)| / T``, agrees exactly).
+  With ``sweeps > 0`` the start ``Q0`` is first rotated towards the leading right singular
+  vectors of ``J^(T)`` by forward-backward subspace iteration on ``J^(T)T J^(T)`` (forward with
+  linearize, backward with vjp, QR at every step, so nothing over- or underflows); at convergence
+  the diagonal of the accumulated R is exactly ``sigma_i(J^(T))``, so the result converges to
+  the B.3 definition.
+* ``lyapunov_exact``: the definition itself, from the dense Jacobian of the composition
+  (``O(n^2)`` memory, small systems only). It resolves only exponents within about
+  ``ln(1 / null_rtol) / T`` of the largest (the SVD's absolute accuracy is ``eps * sigma_1``).
+
+Null directions. A normalization layer (Pi, RMSNorm; whole-token or per N-chunk) kills the
+radial direction of every normalized chunk, so ``J`` has ``S * D / N`` exact zero singular
+values (``S`` for whole-token normalization) and ``ln alpha = -inf``. Both estimators detect a
+singular value as null when it is below ``null_rtol * (largest one)`` (per QR step for the QR
+method; default ``null_rtol = 1000 * eps(dtype)``) and report its exponent as exactly
+``NULL_FLOOR``; any other per-step ``ln |R_ii|`` is also clamped at ``NULL_FLOOR``. Summaries
+(``max_lyapunov``, ``mean_lyapunov``) drop the ``num_null`` smallest exponents, computed by
+``null_directions``: the "mean LE" of a whole-token-normalized model averages over
+``M = S (D - 1)`` exponents, not ``S D``.
+
+Everything is pure and jit/vmap-able (``T``, ``k``, ``reorth_every``, ``sweeps`` static):
+``jax.vmap(lambda x0: lyapunov_spectrum(f, x0, T, k).exponents)(batch)``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable, NamedTuple, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+from rsa_jax.jacobian import dense_jacobian
+
+Map = Callable[[jnp.ndarray], jnp.ndarray]
+
+#: Exponent reported for a null direction, and lower clamp of every per-step ``ln |R_ii|``.
+NULL_FLOOR = -30.0
+
+
+class LyapunovResult(NamedTuple):
+    """Output of ``lyapunov_spectrum``.
+
+    Attributes:
+      exponents: ``(k,)`` exponents sorted descending (paper normalization ``ln sigma / T``).
+      history: ``(T // reorth_every [+1], k)`` running estimates (sum of logs so far divided by
+        the steps so far), one row after each re-orthonormalization (every step for
+        ``reorth_every = 1``; the last row is at step T), each row sorted descending; None unless
+        requested.
+    """
+
+    exponents: jnp.ndarray
+    history: jnp.ndarray | None
+
+
+def default_null_rtol(dtype) -> float:
+    """``1000 * eps(dtype)``: singular values below this fraction of the largest count as null."""
+    return 1000.0 * float(jnp.finfo(dtype).eps)
+
+
+def _qr(q: jnp.ndarray):
+    """QR of the columns stored as rows: ``q`` ``(k, *shape)`` -> (``Q`` like ``q``, ``R`` ``(k, k)``)."""
+    k = q.shape[0]
+    qm, r = jnp.linalg.qr(q.reshape(k, -1).T)
+    return qm.T.reshape(q.shape), r
+
+
+def _log_stretch(rdiag: jnp.ndarray, steps, rtol: float) -> jnp.ndarray:
+    """``ln |R_ii|`` of a block of ``steps`` steps, nulls set to and others clamped at ``steps * NULL_FLOOR``."""
+    floor = steps * NULL_FLOOR
+    null = rdiag <= rtol * jnp.max(rdiag)
+    logs = jnp.log(jnp.maximum(rdiag, jnp.finfo(rdiag.dtype).tiny))
+    return jnp.where(null, floor, jnp.maximum(logs, floor))
+
+
+def _forward_block(f: Map, x: jnp.ndarray, q: jnp.ndarray, b: jnp.ndarray, steps: int):
+    """Pushes ``x`` and the tangent rows ``q`` ``(k, *shape)`` through ``steps`` steps, then QR.
+
+    ``b`` accumulates the product of the R factors, rescaled to max-abs 1 (only its singular
+    vectors are used). Returns ``(x, Q, b, |diag R| (k,), visited states (steps, *shape))``.
+    """
+    xs = []
+    for _ in range(steps):
+        xs.append(x)
+        x, jvp = jax.linearize(f, x)
+        q = jax.vmap(jvp)(q)
+    q, r = _qr(q)
+    b = r @ b
+    b = b / jnp.maximum(jnp.max(jnp.abs(b)), jnp.finfo(b.dtype).tiny)
+    return x, q, b, jnp.abs(jnp.diagonal(r)), jnp.stack(xs)
+
+
+def _forward(f: Map, x0: jnp.ndarray, q0: jnp.ndarray, T: int, m: int):
+    """Forward pass in blocks of ``m`` steps (plus a shorter last block if ``m`` does not divide T).
+
+    Returns ``(Q_T, B, |diag R| per block (blocks, k), block lengths (blocks,), states (T, *shape))``
+    with ``J^(T) Q0 = Q_T B`` up to the scale of ``B``.
+    """
+    nb, rem = divmod(T, m)
+
+    def body(carry, _):
+        x, q, b, rd, xs = _forward_block(f, *carry, m)
+        return (x, q, b), (rd, xs)
+
+    b0 = jnp.eye(q0.shape[0], dtype=q0.dtype)
+    (x, q, b), (rds, xss) = lax.scan(body, (x0, q0, b0), None, length=nb)
+    xss = xss.reshape(nb * m, *x0.shape)
+    lengths = [m] * nb
+    if rem:
+        x, q, b, rd, xs = _forward_block(f, x, q, b, rem)
+        rds, xss = jnp.concatenate([rds, rd[None]]), jnp.concatenate([xss, xs])
+        lengths.append(rem)
+    return q, b, rds, np.asarray(lengths), xss
+
+
+def _backward(f: Map, xs: jnp.ndarray, w: jnp.ndarray) -> jnp.ndarray:
+    """``w <- orth(J_t^T w)`` for ``t = T-1, ..., 0`` (vjp at the stored states ``xs``)."""
+    def body(w, x):
+        _, vjp = jax.vjp(f, x)
+        return _qr(jax.vmap(lambda u: vjp(u)[0])(w))[0], None
+
+    return lax.scan(body, w, xs, reverse=True)[0]
+
+
+def lyapunov_spectrum(f: Map, x0: jnp.ndarray, T: int, k: int | None = None, *, reorth_every: int = 1,
+                      key: jax.Array | None = None, return_history: bool = False, sweeps: int = 0,
+                      null_rtol: float | None = None) -> LyapunovResult:
+    """Leading ``k`` (or all) Lyapunov exponents of ``f^T`` at ``x0`` by the QR (Benettin) method.
+
+    Args:
+      f: pure map from arrays shaped like ``x0`` to the same shape.
+      x0: initial state, any shape, ``n = x0.size``.
+      T: number of steps (static).
+      k: number of exponents (static); None for all ``n`` (``Q0 = I``); ``k < n`` starts from a
+        random orthonormal ``Q0`` drawn from ``key``.
+      reorth_every: QR every this many steps (a shorter last block if it does not divide T).
+      key: PRNG key for the random start, default ``PRNGKey(0)``.
+      return_history: also return the running estimates.
+      sweeps: refinement passes before the measuring pass; 0 is the classical estimator. Each
+        sweep runs a forward pass and rotates ``Q0`` within its span onto the right singular
+        vectors of ``J^(T) Q0`` (Rayleigh-Ritz on the accumulated R product); sweeps after the
+        first are preceded by a backward (vjp) pass that replaces ``span Q0`` by
+        ``span J^(T)T J^(T) Q0`` (subspace iteration). For ``k = n`` one sweep already gives the
+        B.3 definition (``lyapunov_exact``); for ``k < n`` it converges like
+        ``(sigma_{k+1} / sigma_k)^(2 sweeps)``.
+      null_rtol: a per-step ``|R_ii|`` below ``null_rtol * max_j |R_jj|`` is a null direction
+        and contributes ``NULL_FLOOR`` per step; default ``default_null_rtol(x0.dtype)``.
+
+    Returns:
+      ``LyapunovResult(exponents (k,) descending, history or None)``; exponents are
+      ``(1/T) sum_t ln |R_ii^(t)|``, i.e. ``ln sigma / T`` (= ``(1/2T) ln alpha``).
+    """
+    n = x0.size
+    k = n if k is None else k
+    if not 0 < k <= n:
+        raise ValueError(f"k must be in [1, n={n}] for x0 of shape {x0.shape}; got {k}")
+    if T < 1 or reorth_every < 1 or sweeps < 0:
+        raise ValueError(f"need T >= 1, reorth_every >= 1, sweeps >= 0; got {T}, {reorth_every}, {sweeps}")
+    m = min(reorth_every, T)
+    rtol = default_null_rtol(x0.dtype) if null_rtol is None else null_rtol
+    if k == n:
+        q0 = jnp.eye(n, dtype=x0.dtype).reshape(n, *x0.shape)
+    else:
+        g = jax.random.normal(jax.random.PRNGKey(0) if key is None else key, (k, *x0.shape), x0.dtype)
+        q0 = _qr(g)[0]
+    if sweeps:
+        def ritz(q):
+            q_t, b, _, _, xs = _forward(f, x0, q, T, m)
+            v = jnp.linalg.svd(b)[2]  # rows: right singular vectors of B, descending
+            return jnp.tensordot(v, q, axes=1), q_t, xs
+
+        q0, q_t, xs = ritz(q0)
+        if k < n and sweeps > 1:
+            def sweep(carry, _):
+                return ritz(_backward(f, carry[2], carry[1])), None
+
+            q0 = lax.scan(sweep, (q0, q_t, xs), None, length=sweeps - 1)[0][0]
+    _, _, rds, lengths, _ = _forward(f, x0, q0, T, m)
+    logs = jax.vmap(_log_stretch, in_axes=(0, 0, None))(rds, jnp.asarray(lengths, x0.dtype), rtol)
+    exponents = -jnp.sort(-logs.sum(0) / T)
+    history = None
+    if return_history:
+        history = -jnp.sort(-jnp.cumsum(logs, 0) / np.cumsum(lengths)[:, None].astype(x0.dtype), axis=-1)
+    return LyapunovResult(exponents, history)
+
+
+def lyapunov_exact(f: Map, x0: jnp.ndarray, T: int, *, null_rtol: float | None = None) -> jnp.ndarray:
+    """The B.3 definition from the dense Jacobian of ``f^T`` (small systems only).
+
+    ``alpha_i`` (eigenvalues of ``J^T J``) are computed as squared singular values of ``J``,
+    which is the same quantity with half the dynamic range.
+
+    Args:
+      f: pure map from arrays shaped like ``x0`` to the same shape.
+      x0: initial state, ``n = x0.size``.
+      T: number of steps (static).
+      null_rtol: singular values below ``null_rtol * sigma_1`` are null (exponent ``NULL_FLOOR``);
+        default ``default_null_rtol(x0.dtype)``.
+
+    Returns:
+      ``(n,)`` exponents ``(1 / 2T) ln alpha_i``, descending, clamped at ``NULL_FLOOR``.
+    """
+    rtol = default_null_rtol(x0.dtype) if null_rtol is None else null_rtol
+    compose = lambda x: lax.scan(lambda y, _: (f(y), None), x, None, length=T)[0]
+    s = jnp.linalg.svd(dense_jacobian(compose, x0), compute_uv=False)
+    lam = jnp.log(jnp.maximum(s, jnp.finfo(s.dtype).tiny)) / T
+    return jnp.where(s <= rtol * s[0], NULL_FLOOR, jnp.maximum(lam, NULL_FLOOR))
+
+
+def null_directions(shape: Sequence[int], n: int | None = None, norm: str = "pi") -> int:
+    """Number of null directions a normalization layer gives a state of this shape.
+
+    Args:
+      shape: state shape ``(..., S, D)`` of one system (leading axes count as more tokens).
+      n: oscillator size (the normalization acts on each ``n``-chunk); None for whole tokens.
+      norm: ``"none"`` (0 nulls), ``"pi"`` or ``"rmsnorm"`` (one per normalized chunk).
+
+    Returns:
+      ``prod(shape[:-1]) * D / n``: ``S`` for whole-token normalization, ``S * D / N`` per oscillator.
+    """
+    if norm == "none":
+        return 0
+    if norm not in ("pi", "rmsnorm"):
+        raise ValueError(f"unknown normalization {norm!r}; expected 'none', 'pi' or 'rmsnorm'")
+    d = shape[-1]
+    n = d if n is None else n
+    if d % n:
+        raise ValueError(f"oscillator size n={n} must divide D={d}")
+    return math.prod(shape[:-1]) * (d // n)
+
+
+def _kept(exponents: jnp.ndarray, num_null: int) -> jnp.ndarray:
+    k = exponents.shape[-1]
+    if not 0 <= num_null < k:
+        raise ValueError(f"num_null={num_null} must be in [0, {k}) for {k} exponents")
+    return (-jnp.sort(-exponents, axis=-1))[..., :k - num_null]
+
+
+def max_lyapunov(exponents: jnp.ndarray, num_null: int = 0) -> jnp.ndarray:
+    """Largest exponent after dropping the ``num_null`` smallest ones.
+
+    Args:
+      exponents: ``(..., k)``.
+      num_null: null directions among these exponents (``null_directions``; 0 for a leading-k
+        spectrum with ``k <= n - num_null``, which contains none).
+
+    Returns:
+      ``(...)``.
+    """
+    return _kept(exponents, num_null)[..., 0]
+
+
+def mean_lyapunov(exponents: jnp.ndarray, num_null: int = 0) -> jnp.ndarray:
+    """Mean over the ``M = k - num_null`` largest exponents (``M = S (D - 1)`` for a full spectrum
+    with whole-token normalization).
+
+    Args:
+      exponents: ``(..., k)``.
+      num_null: null directions among these exponents.
+
+    Returns:
+      ``(...)``.
+    """
+    return jnp.mean(_kept(exponents, num_null), axis=-1)

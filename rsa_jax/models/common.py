@@ -1,0 +1,176 @@
+"""Pieces shared by the looped models (Sudoku, vision): config, position tables, core, readout.
+
+A looped model = a conditioning map (task specific) + the recurrent core (attention params,
+eta, omega, gamma; the pure step of ``rsa_jax.dynamics``) + a readout (task specific).
+``LoopedCore`` holds the core and gives every model the same ``pure_step`` / ``rollout``:
+
+    step, params = model.pure_step()           # step(params, x, c) -> x, the analysis entry point
+    x_T = model.rollout(c, x0, steps)
+
+Position information lives on a 2-D grid of tokens (9 x 9 Sudoku cells, 8 x 8 or 7 x 7 image
+patches): either a learned additive embedding initialized with ``sinusoidal_2d(d, grid)``, or
+GTA rotation angles inside attention initialized with ``gta_angles(head_dim, grid)``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from rsa_jax.attention import init_attention
+from rsa_jax.dynamics import akorn_step, itrsa_step, rollout
+from rsa_jax.ops import chunk_norm
+
+SUDOKU_GRID = (9, 9)
+
+
+@dataclasses.dataclass(frozen=True)
+class CoreConfig:
+    """Recurrent core shared by all looped models (see ``rsa_jax.models.sudoku.ModelConfig``).
+
+    Attributes:
+      kind: ``"itrsa"`` or ``"akorn"``.
+      d: width D.
+      heads: attention heads H.
+      n: oscillator size N (AKOrN's Omega/Proj/Pi chunks; readout chunk size for both).
+      norm: ItrSA: ``"none" | "pi" | "rmsnorm"``; AKOrN: ``"pi"`` or ``"rmsnorm"``.
+        ``None`` picks ``"rmsnorm"`` for ItrSA and ``"pi"`` for AKOrN.
+      norm_n: chunk size of the ItrSA normalization (None: whole token). AKOrN always uses ``n``.
+      position: ``"embedding"`` or ``"gta"``.
+      bias: attention biases.
+      eta_init: initial step size eta (learned).
+      omega_init: initial AKOrN frequency w (learned scalar).
+      fused: fused attention kernel (``jax.nn.dot_product_attention``).
+    """
+
+    kind: str = "akorn"
+    d: int = 512
+    heads: int = 8
+    n: int = 4
+    norm: str | None = None
+    norm_n: int | None = None
+    position: str = "gta"
+    bias: bool = True
+    eta_init: float = 1.0
+    omega_init: float = 0.5
+    fused: bool = False
+
+    def __post_init__(self):
+        if self.kind not in ("itrsa", "akorn"):
+            raise ValueError(f"kind must be 'itrsa' or 'akorn', got {self.kind!r}")
+        if self.position not in ("embedding", "gta"):
+            raise ValueError(f"position must be 'embedding' or 'gta', got {self.position!r}")
+        if self.d % self.heads or self.d % self.n or self.n % 2:
+            raise ValueError(f"need heads | D and even N | D; got D={self.d}, H={self.heads}, N={self.n}")
+        if self.norm is None:
+            object.__setattr__(self, "norm", "rmsnorm" if self.kind == "itrsa" else "pi")
+
+    @property
+    def step_fn(self):
+        """The pure step ``(params, x, c) -> x`` with this config's static options bound."""
+        if self.kind == "itrsa":
+            return functools.partial(itrsa_step, norm=self.norm, n=self.norm_n, fused=self.fused)
+        return functools.partial(akorn_step, n=self.n, norm=self.norm, fused=self.fused)
+
+    @property
+    def state_chunk(self) -> int | None:
+        """Chunk size of the state normalization (X0 and the null directions of the Jacobian)."""
+        return self.n if self.kind == "akorn" else self.norm_n
+
+
+def _grid_coords(grid: tuple[int, int]):
+    rows_n, cols_n = grid
+    return jnp.divmod(jnp.arange(rows_n * cols_n), cols_n)
+
+
+def sinusoidal_2d(d: int, grid: tuple[int, int] = SUDOKU_GRID) -> jnp.ndarray:
+    """``(R*C, D)`` 2-D sinusoidal table for a row-major ``grid = (R, C)`` of tokens.
+
+    Half the channels encode the row, half the column (sin and cos of ``p / 100^(i/(D/4))``);
+    channels beyond ``4 * (D // 4)`` are zero.
+    """
+    rows, cols = _grid_coords(grid)
+    quarter = d // 4
+    freq = 1.0 / (100.0 ** (jnp.arange(quarter) / max(quarter, 1)))
+    enc = lambda p: jnp.concatenate([jnp.sin(p[:, None] * freq), jnp.cos(p[:, None] * freq)], axis=-1)
+    table = jnp.concatenate([enc(rows.astype(jnp.float32)), enc(cols.astype(jnp.float32))], axis=-1)
+    return jnp.pad(table, ((0, 0), (0, d - table.shape[1])))
+
+
+def gta_angles(head_dim: int, grid: tuple[int, int] = SUDOKU_GRID) -> jnp.ndarray:
+    """``(R*C, D_H/2)`` RoPE-like GTA angles for a row-major ``grid = (R, C)`` of tokens.
+
+    The first half of the channel pairs rotates with the row, the second with the column, at
+    frequencies ``pi / R * 2^-m`` (rows) and ``pi / C * 2^-m`` (columns).
+    """
+    rows, cols = _grid_coords(grid)
+    pairs = head_dim // 2
+    half = pairs - pairs // 2
+    freq = lambda m, size: math.pi / size * (2.0 ** -jnp.arange(m))
+    return jnp.concatenate([rows[:, None] * freq(half, grid[0]), cols[:, None] * freq(pairs - half, grid[1])],
+                           axis=-1)
+
+
+class LoopedCore(nnx.Module):
+    """Base class holding the recurrent core; subclasses call ``_init_core`` in ``__init__``.
+
+    Creates ``self.attn`` (dict of Params, with a ``"gta"`` entry for GTA positions),
+    ``self.pos`` (``position="embedding"``), ``self.eta``, ``self.omega`` (AKOrN) and
+    ``self.gamma`` (RMSNorm). The random draws are those of ``init_attention(rngs.params(), ...)``.
+    All parameters are float32, also under ``jax_enable_x64``.
+    """
+
+    config: CoreConfig
+
+    def _init_core(self, cfg: CoreConfig, grid: tuple[int, int], rngs: nnx.Rngs) -> None:
+        attn = init_attention(rngs.params(), cfg.d, cfg.heads, bias=cfg.bias)
+        if cfg.position == "gta":
+            attn["gta"] = gta_angles(cfg.d // cfg.heads, grid).astype(jnp.float32)
+        else:
+            self.pos = nnx.Param(sinusoidal_2d(cfg.d, grid).astype(jnp.float32))
+        self.attn = nnx.data({k: nnx.Param(v) for k, v in attn.items()})
+        self.eta = nnx.Param(jnp.asarray(cfg.eta_init, jnp.float32))
+        if cfg.kind == "akorn":
+            self.omega = nnx.Param(jnp.asarray(cfg.omega_init, jnp.float32))
+        if cfg.norm == "rmsnorm":
+            self.gamma = nnx.Param(jnp.ones((cfg.d,), jnp.float32))
+
+    def add_position(self, c: jnp.ndarray) -> jnp.ndarray:
+        """``c + pos`` with an additive position embedding; ``c`` unchanged with GTA."""
+        return c + self.pos[...] if hasattr(self, "pos") else c
+
+    def pure_step(self):
+        """Returns ``(step, params)``: the pure map ``step(params, x, c) -> x`` and its parameter pytree."""
+        params = {"attn": {k: v[...] for k, v in self.attn.items()}, "eta": self.eta[...]}
+        for name in ("omega", "gamma"):
+            if hasattr(self, name):
+                params[name] = getattr(self, name)[...]
+        return self.config.step_fn, params
+
+    def rollout(self, c: jnp.ndarray, x0: jnp.ndarray, steps: int, *, trajectory: bool = False):
+        """``steps`` updates from ``x0`` (see ``rsa_jax.dynamics.rollout``)."""
+        step, params = self.pure_step()
+        return rollout(step, params, x0, c, steps, trajectory=trajectory)
+
+
+class PhaseReadout(nnx.Module):
+    """AKOrN's phase-invariant features: linear ``D -> D*N``, norm of each N-chunk, plus a bias.
+
+    ``(..., D) -> (..., D)``; invariant to rotating any output oscillator of the linear map.
+    """
+
+    def __init__(self, d: int, n: int, *, rngs: nnx.Rngs):
+        self.n = n
+        self.proj = nnx.Linear(d, d * n, use_bias=False, rngs=rngs)
+        self.bias = nnx.Param(jnp.zeros((d,)))
+
+    def features(self, x: jnp.ndarray) -> jnp.ndarray:
+        return chunk_norm(self.proj(x), self.n)[..., 0] + self.bias[...]
+
+    def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
+        return self.features(x)

@@ -1,0 +1,114 @@
+"""Pseudo-energy monitoring (sec. 6.3): energy along a trajectory, its quadratic-form reading.
+
+SPEC: ``E_pseudo(t) = -Tr(X_t^T (C + MSA(X_t)))``. Writing ``J_t`` for the Jacobian of the map
+``X -> MSA(X)`` at ``X_t`` (flattened row-major, ``(S*D, S*D)``), ``vec(MSA(X_t)) ~ J_t x_t``, so the
+attention part of the pseudo-energy is ``-x_t^T J_t x_t = -x_t^T S_t x_t / 2`` with the symmetric
+``S_t = J_t + J_t^T``. The *contribution index* is the share of ``||x_t||^2`` on the eigenvectors
+of ``S_t`` with the top ``top_frac`` (2%) largest (algebraic) eigenvalues: the dynamics behave like
+power iteration on ``S_t`` when it rises (to ~40% in the paper).
+
+Caveats of the linear reading (see ``msa_cosine`` to measure it): softmax attention is not
+homogeneous in X, so ``MSA(X) != J X`` in general; the output bias ``b^O`` and the conditioning
+term ``-Tr(X^T C)`` are not part of the quadratic form.
+
+Functions taking a map ``g`` work for any pure map (e.g. the whole update step instead of MSA).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+
+from rsa_jax.attention import msa
+from rsa_jax.energy import pseudo_energy
+from rsa_jax.jacobian import dense_jacobian
+
+Map = Callable[[jnp.ndarray], jnp.ndarray]
+
+
+def pseudo_energy_trajectory(attn: dict, xs: jnp.ndarray, c: jnp.ndarray) -> jnp.ndarray:
+    """``E_pseudo`` at every state of a trajectory.
+
+    Args:
+      attn: attention parameters.
+      xs: ``(T, ..., S, D)`` states (e.g. ``rollout(..., trajectory=True)``).
+      c: ``(..., S, D)`` conditioning, shared by all steps.
+
+    Returns:
+      ``(T, ...)``. AKOrN's voting energy of a run is its sum over ``T``.
+    """
+    if xs.shape[1:] != c.shape:
+        raise ValueError(f"xs must be (T, *c.shape) = (T, {', '.join(map(str, c.shape))}); got {xs.shape}")
+    return jax.vmap(lambda x: pseudo_energy(attn, x, c))(xs)
+
+
+def symmetric_jacobian(g: Map, x: jnp.ndarray) -> jnp.ndarray:
+    """``S = J + J^T`` with ``J = dg/dx`` at ``x`` (dense, flattened; ``g`` must map x's shape to itself).
+
+    Cost: ``n = x.size`` forward-mode JVPs (``jax.jacfwd``) and ``n^2`` memory.
+    """
+    j = dense_jacobian(g, x)
+    if j.shape[0] != j.shape[1]:
+        raise ValueError(f"g must map x's shape {x.shape} to itself; Jacobian is {j.shape}")
+    return j + j.T
+
+
+def top_count(n: int, top_frac: float) -> int:
+    """Number of eigenvectors in the top fraction: ``max(1, ceil(top_frac * n))``."""
+    if not 0.0 < top_frac <= 1.0:
+        raise ValueError(f"top_frac must be in (0, 1]; got {top_frac}")
+    return max(1, math.ceil(top_frac * n - 1e-9))
+
+
+def contribution_index(g: Map, x: jnp.ndarray, top_frac: float = 0.02) -> jnp.ndarray:
+    """Share of ``||x||^2`` on the top eigenvectors of ``S = J + J^T``, ``J = dg/dx`` at ``x``.
+
+    ``sum_{i <= k} (q_i^T x)^2 / ||x||^2`` with ``q_i`` the eigenvectors of S sorted by decreasing
+    (algebraic) eigenvalue and ``k = max(1, ceil(top_frac * n))``, ``n = x.size``. For the paper's
+    index pass ``g = lambda z: msa(attn, z)`` (see ``msa_contribution_index``) and one sample
+    ``x`` of shape ``(S, D)``; vmap over a batch.
+
+    Cost: dense S (``n`` JVPs, ``n^2`` memory) and ``jnp.linalg.eigh`` (``O(n^3)``): fine up to a
+    few thousand dimensions (e.g. S = 81 cells with D <= 64: n <= 5184, ~0.2 GB in float64), not
+    for the full Sudoku models (D = 512: n = 41472, a 7 GB float32 matrix).
+
+    Args:
+      g: map from x's shape to itself.
+      x: state, any shape.
+      top_frac: fraction of eigenvectors counted (2% in the paper).
+
+    Returns:
+      Scalar in ``[0, 1]``.
+    """
+    s = symmetric_jacobian(g, x)
+    k = top_count(s.shape[0], top_frac)
+    _, q = jnp.linalg.eigh(s)  # ascending eigenvalues
+    proj = q[:, -k:].T @ x.reshape(-1)
+    return jnp.sum(proj ** 2) / jnp.sum(x * x)
+
+
+def msa_contribution_index(attn: dict, x: jnp.ndarray, top_frac: float = 0.02) -> jnp.ndarray:
+    """``contribution_index`` with ``J_t`` the Jacobian of ``X -> MSA(X)`` (SPEC sec. 6.3); ``x`` is ``(S, D)``."""
+    return contribution_index(lambda z: msa(attn, z), x, top_frac)
+
+
+def msa_cosine(attn: dict, x: jnp.ndarray) -> jnp.ndarray:
+    """Cosine similarity between ``vec(MSA(X))`` and ``J_t x`` (how linear the pseudo-energy reading is).
+
+    ``J_t x`` is one ``jax.jvp`` with tangent ``x``; no dense Jacobian. Leading batch axes are
+    independent samples (attention never mixes them).
+
+    Args:
+      attn: attention parameters.
+      x: ``(..., S, D)``.
+
+    Returns:
+      ``(...)``.
+    """
+    f = lambda z: msa(attn, z)
+    y, jx = jax.jvp(f, (x,), (x,))
+    dot = jnp.sum(y * jx, axis=(-2, -1))
+    return dot / (jnp.linalg.norm(y, axis=(-2, -1)) * jnp.linalg.norm(jx, axis=(-2, -1)))

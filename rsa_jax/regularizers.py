@@ -1,0 +1,481 @@
+"""Training penalties: weight spectrum (R_Spec), state-Jacobian spectrum, energy conditions (R_E).
+
+All penalties are pure functions of parameter dicts (layout of ``rsa_jax.attention``) and an
+explicit state pytree, so they jit, vmap and differentiate like any loss term. Nothing here
+imports a model or Flax; the adapter classes at the bottom use duck typing only.
+
+Weight-spectrum penalty (SPEC "Energies and their conditions"; Lewandowski et al. 2025)::
+
+    R_Spec = sum_{W in W^Q, W^K, W^V, W^O} (sigma_max(W)^2 - 1)^2 + sum_{b in b^Q, b^K, b^V, b^O} ||b||^4
+
+  By default W is the *full* matrix with the heads concatenated (``W^Q = [W^Q_1, ..., W^Q_H]``
+  ``(D, H*D_H)``, ``W^O`` the stack of the row blocks ``(H*D_V, D)``), i.e. the weight of the
+  linear layer as it is stored in the AKOrN/PyTorch code, and the paper's "SA weights" are four
+  matrices. ``per_head=True`` penalizes every head block separately (4H terms, and
+  ``sum_h ||b_h||^4`` for the per-head biases). ``gta`` angles and other entries are ignored.
+  ``sigma_max`` comes from power iteration whose vectors ``u, v`` live in a ``SpecState`` and are
+  warm-started across calls; the value ``sigma = u^T W v`` uses ``stop_gradient(u), stop_gradient(v)``
+  so ``d sigma / dW = u v^T`` (Miyato et al. 2018 spectral normalization), which equals the
+  true ``d sigma_max / dW = u_1 v_1^T`` once the iteration has converged.
+
+State-Jacobian penalty: ``mean_{t, b} (||J_t||_2 - target)^2`` with ``J_t = d step(x_t) / d x_t``
+  at sampled steps of a trajectory, by matrix-free power iteration (jvp + vjp) on stopped
+  parameters, then ``sigma = ||J_t v||`` re-evaluated with live parameters (one ``jax.jvp``), so
+  the gradient w.r.t. the parameters is ``u^T (dJ_t) v``, again exact at convergence.
+
+Energy penalties (SPEC; appendix B.2): ``R_E-single = ||W^V W^O - (W^V W^O)^T||_F^2`` (H = 1) and
+  ``R_E-multi = sum_h ||W^V_h W^O_h - (W^V_h W^O_h)^T||_F^2`` (each ``W^V_h W^O_h`` is D x D),
+  with ``orthogonal`` to keep the full W^V, W^O orthogonal.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, NamedTuple, Sequence
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+_EPS = 1e-12
+WEIGHTS = ("wq", "wk", "wv", "wo")
+BIASES = ("bq", "bk", "bv", "bo")
+
+
+def _normalize(w: jnp.ndarray) -> jnp.ndarray:
+    """Unit vectors along the last axis (zero stays zero)."""
+    return w / (jnp.linalg.norm(w, axis=-1, keepdims=True) + _EPS)
+
+
+# --- Weight-spectrum penalty R_Spec -----------------------------------------------------------
+
+class SpecState(NamedTuple):
+    """Power-iteration vectors of ``spec_penalty``, one pair per penalized matrix.
+
+    Attributes:
+      u: ``{name: (m,)}`` left singular vector estimates (``(H, m)`` per head).
+      v: ``{name: (n,)}`` right singular vector estimates (``(H, n)`` per head).
+
+    ``name`` is the attention key (``"wq", "wk", "wv", "wo"``); whether the state is per head
+    is read off the rank of ``u`` (``spec_init(..., per_head=True)``).
+    """
+
+    u: dict
+    v: dict
+
+
+def spec_matrices(attn: dict, per_head: bool = False) -> dict:
+    """The matrices R_Spec penalizes.
+
+    Args:
+      attn: attention parameters.
+      per_head: keep the head blocks.
+
+    Returns:
+      ``{name: matrix}`` for the present ``wq, wk, wv, wo``: full matrices ``W^Q, W^K`` ``(D, H*D_H)``,
+      ``W^V`` ``(D, H*D_V)``, ``W^O`` ``(H*D_V, D)`` (as ``attention.full_matrices``); with
+      ``per_head`` the stored ``(H, ., .)`` blocks.
+    """
+    out = {}
+    for name in WEIGHTS:
+        if name not in attn:
+            continue
+        w = attn[name]
+        if per_head:
+            out[name] = w
+        elif name == "wo":
+            out[name] = w.reshape(-1, w.shape[-1])  # stack row blocks: (H*D_V, D)
+        else:
+            h, d, e = w.shape
+            out[name] = jnp.moveaxis(w, 0, 1).reshape(d, h * e)  # concatenate column blocks
+    return out
+
+
+def spec_init(attn: dict, key: jax.Array, *, per_head: bool = False) -> SpecState:
+    """Random unit starting vectors for ``spec_penalty``.
+
+    Args:
+      attn: attention parameters (shapes and dtype are read from them).
+      key: PRNG key.
+      per_head: penalize each head block separately (see module docstring).
+
+    Returns:
+      A ``SpecState``.
+    """
+    mats = spec_matrices(attn, per_head)
+    keys = jax.random.split(key, 2 * max(len(mats), 1))
+    u, v = {}, {}
+    for i, (name, w) in enumerate(sorted(mats.items())):
+        u[name] = _normalize(jax.random.normal(keys[2 * i], w.shape[:-1], w.dtype))
+        v[name] = _normalize(jax.random.normal(keys[2 * i + 1], w.shape[:-2] + w.shape[-1:], w.dtype))
+    return SpecState(u, v)
+
+
+def power_sigma(w: jnp.ndarray, u: jnp.ndarray, v: jnp.ndarray, num_iters: int = 1):
+    """Top singular value of ``w`` by warm-started power iteration, differentiable in ``w`` only.
+
+    Runs ``num_iters`` rounds of ``v <- W^T u / ||.||``, ``u <- W v / ||.||`` on ``stop_gradient(w)``,
+    then returns ``sigma = u^T W v`` with ``u, v`` stopped, so ``d sigma / dW = u v^T``.
+
+    Args:
+      w: ``(..., m, n)`` (leading axes: independent matrices, e.g. heads).
+      u: ``(..., m)`` starting left vectors.
+      v: ``(..., n)`` starting right vectors (used only when ``num_iters = 0``).
+      num_iters: power-iteration rounds (static, >= 0).
+
+    Returns:
+      ``(sigma (...,), u_new, v_new)``; ``sigma`` underestimates ``sigma_max`` before convergence.
+    """
+    w0 = lax.stop_gradient(w)
+
+    def body(_, uv):
+        u_, _ = uv
+        v_ = _normalize(jnp.einsum("...mn,...m->...n", w0, u_))
+        return _normalize(jnp.einsum("...mn,...n->...m", w0, v_)), v_
+
+    u, v = lax.fori_loop(0, num_iters, body, (lax.stop_gradient(u), lax.stop_gradient(v)))
+    u, v = lax.stop_gradient(u), lax.stop_gradient(v)
+    return jnp.einsum("...m,...mn,...n->...", u, w, v), u, v
+
+
+def spec_penalty(attn: dict, state: SpecState, num_iters: int = 1):
+    """``R_Spec = sum_W (sigma_max(W)^2 - 1)^2 + sum_b ||b||^4`` with warm-started power iteration.
+
+    Args:
+      attn: attention parameters (``wq, wk, wv`` and optionally ``wo, bq, bk, bv, bo``).
+      state: from ``spec_init`` (its rank decides full vs. per-head matrices) or an earlier call.
+      num_iters: power-iteration rounds this call (1 per training step, as in spectral norm).
+
+    Returns:
+      ``(value, new_state)``; ``new_state`` carries no gradient.
+    """
+    per_head = any(u.ndim == 2 for u in state.u.values())
+    mats = spec_matrices(attn, per_head)
+    if set(mats) != set(state.u):
+        raise ValueError(f"SpecState holds {sorted(state.u)} but the attention has {sorted(mats)}")
+    total = jnp.zeros((), jnp.result_type(*[w.dtype for w in mats.values()]))
+    new_u, new_v = {}, {}
+    for name, w in mats.items():
+        sigma, new_u[name], new_v[name] = power_sigma(w, state.u[name], state.v[name], num_iters)
+        total = total + jnp.sum((sigma ** 2 - 1.0) ** 2)
+    for name in BIASES:
+        if name in attn:
+            b = attn[name]
+            if per_head and b.ndim == 2:
+                total = total + jnp.sum(jnp.sum(b * b, axis=-1) ** 2)
+            else:
+                total = total + jnp.sum(b * b) ** 2
+    return total, SpecState(new_u, new_v)
+
+
+# --- State-Jacobian spectral penalty -------------------------------------------------------------
+
+class JacobianPenaltyState(NamedTuple):
+    """Power-iteration vectors of ``jacobian_penalty``.
+
+    Attributes:
+      v: ``(K, *batch, S, D)`` unit right-singular-vector estimates (unit per sample), one slot per
+        sampled step; slot ``k`` warm-starts whichever step is the k-th sampled one.
+      key: PRNG key for drawing steps (advanced every call) and for re-drawing ``v``.
+      sigma: ``(K, *batch)`` the last call's ``||J_t||_2`` estimates (for logging).
+      steps: ``(K,)`` int32, the steps the last call penalized (non-negative indices into ``xs``).
+    """
+
+    v: jnp.ndarray
+    key: jax.Array
+    sigma: jnp.ndarray
+    steps: jnp.ndarray
+
+
+def jacobian_penalty_init(like_x, key: jax.Array, num_samples: int = 1) -> JacobianPenaltyState:
+    """Random unit starting vectors for ``jacobian_penalty``.
+
+    Args:
+      like_x: an array (or ``jax.ShapeDtypeStruct``) shaped like ONE state ``x_t``: ``(*batch, S, D)``,
+        e.g. ``xs[0]`` or the conditioning ``c``.
+      key: PRNG key.
+      num_samples: K, the number of steps penalized per call.
+
+    Returns:
+      A ``JacobianPenaltyState``.
+    """
+    kv, kk = jax.random.split(key)
+    shape = (num_samples, *like_x.shape)
+    v = jax.random.normal(kv, shape, like_x.dtype)
+    v = v / (jnp.sqrt(jnp.sum(v * v, axis=(-2, -1), keepdims=True)) + _EPS)
+    return JacobianPenaltyState(v, kk, jnp.zeros(shape[:-2], like_x.dtype), jnp.zeros((num_samples,), jnp.int32))
+
+
+def _pick_steps(steps, t: int, k: int, key: jax.Array):
+    """Indices ``(K,)`` into the trajectory and the advanced key."""
+    key, sub = jax.random.split(key)
+    if steps is not None:
+        idx = jnp.asarray(steps, jnp.int32).reshape(-1)
+        if idx.shape[0] != k:
+            raise ValueError(f"{idx.shape[0]} steps given but the state has K={k} vector slots")
+        return jnp.where(idx < 0, idx + t, idx), key
+    if k > t:
+        raise ValueError(f"cannot sample K={k} distinct steps from a trajectory of T={t}")
+    if k == t:
+        return jnp.arange(t, dtype=jnp.int32), key
+    return jnp.sort(jax.random.choice(sub, t, (k,), replace=False)).astype(jnp.int32), key
+
+
+def jacobian_penalty(step: Callable, params, xs: jnp.ndarray, c: jnp.ndarray, state: JacobianPenaltyState, *,
+                     target: float = 1.0, num_iters: int = 1, steps: Sequence[int] | jnp.ndarray | None = None,
+                     stop_state_grad: bool = True):
+    """``mean_{k, b} (||d step(params, x, c_b)/dx at x_{t_k, b}||_2 - target)^2``.
+
+    Every sample ``b`` of the batch has its own Jacobian ``(S*D, S*D)`` (the map is vmapped over
+    the batch, so ``step`` may be any per-example map); the penalty averages over the K sampled
+    steps and the batch. Per sample: ``num_iters`` rounds of ``v <- J^T J v / ||.||`` with
+    ``jax.linearize``/``linear_transpose`` on stopped parameters, then ``sigma = ||J v||`` from a
+    ``jax.jvp`` with the live parameters: the gradient is ``u^T (dJ/dparams) v`` with
+    ``u = Jv/||Jv||``, i.e. that of ``sigma_max`` once ``v`` has converged (warm starts across
+    calls do the converging, as in spectral normalization).
+
+    Args:
+      step: ``step(params, x, c) -> x`` (e.g. ``itrsa_step``), ``x, c`` of shape ``(S, D)``.
+      params: its parameters (differentiated).
+      xs: ``(T, *batch, S, D)`` visited states; ``J_t`` is evaluated at ``xs[t]`` (for
+        ``dynamics.rollout(..., trajectory=True)`` output, ``xs[t] = x_{t+1}``).
+      c: ``(*batch, S, D)`` conditioning.
+      state: from ``jacobian_penalty_init``; if its vectors do not have shape ``(K, *batch, S, D)``
+        (e.g. a lazily initialized adapter state or a new batch size) they are redrawn from
+        ``state.key`` (a Python-level shape check: one retrace under jit).
+      target: the singular value aimed at (1: critical / edge of chaos).
+      num_iters: power-iteration rounds this call (static, >= 0).
+      steps: the K steps to penalize (negative indices count from the end); None draws K distinct
+        steps at random with ``state.key`` (all of them, in order, when K = T).
+      stop_state_grad: treat ``xs`` as data (default). False also lets the gradient move the
+        visited states (back through the rollout that produced ``xs``).
+
+    Returns:
+      ``(value, new_state)``; ``new_state`` carries no gradient.
+    """
+    t = xs.shape[0]
+    batch_shape = xs.shape[1:-2]
+    if c.shape != xs.shape[1:]:
+        raise ValueError(f"c must be shaped like one state {xs.shape[1:]}; got {c.shape}")
+    k = state.v.shape[0]
+    if state.v.shape[1:] != xs.shape[1:] or state.v.dtype != xs.dtype:
+        state = jacobian_penalty_init(jax.ShapeDtypeStruct(xs.shape[1:], xs.dtype), state.key, k)
+    idx, key = _pick_steps(steps, t, k, state.key)
+    x_sel = xs[idx]  # (K, *batch, S, D)
+    if stop_state_grad:
+        x_sel = lax.stop_gradient(x_sel)
+    c_sel = jnp.broadcast_to(c, x_sel.shape)
+    s, d = xs.shape[-2:]
+    flat = lambda a: a.reshape(-1, s, d)
+    p_stop = lax.stop_gradient(params)
+
+    def converge(x, cc, v):
+        x, cc = lax.stop_gradient(x), lax.stop_gradient(cc)
+        _, jvp = jax.linearize(lambda z: step(p_stop, z, cc), x)
+        vjp = jax.linear_transpose(jvp, x)
+
+        def body(_, v_):
+            w = vjp(jvp(v_))[0]
+            return w / (jnp.sqrt(jnp.sum(w * w)) + _EPS)
+
+        return lax.fori_loop(0, num_iters, body, lax.stop_gradient(v))
+
+    def sigma_of(x, cc, v):
+        jv = jax.jvp(lambda z: step(params, z, cc), (x,), (v,))[1]
+        return jnp.sqrt(jnp.sum(jv * jv))
+
+    v_new = lax.stop_gradient(jax.vmap(converge)(flat(x_sel), flat(c_sel), flat(state.v)))
+    sigma = jax.vmap(sigma_of)(flat(x_sel), flat(c_sel), v_new)
+    value = jnp.mean((sigma - target) ** 2)
+    new_state = JacobianPenaltyState(v_new.reshape(state.v.shape), key,
+                                     lax.stop_gradient(sigma).reshape((k, *batch_shape)), idx)
+    return value, new_state
+
+
+# --- Energy penalties and the orthogonal parametrization ---------------------------------------
+
+def _value_output_products(attn: dict) -> jnp.ndarray:
+    """``(H, D, D)``: ``W^V_h W^O_h``; without ``wo`` (heads summed directly, D_V = D) ``W^O_h = I``."""
+    wv = attn["wv"]
+    if "wo" not in attn:
+        if wv.shape[1] != wv.shape[2]:
+            raise ValueError(f"without wo, W^V_h must be D x D; got wv {wv.shape}")
+        return wv
+    return jnp.einsum("hdv,hve->hde", wv, attn["wo"])
+
+
+def _asym_sq(m: jnp.ndarray) -> jnp.ndarray:
+    return jnp.sum((m - jnp.swapaxes(m, -1, -2)) ** 2)
+
+
+def r_e_single(attn: dict) -> jnp.ndarray:
+    """``R_E-single = ||W^V W^O - (W^V W^O)^T||_F^2`` (eq. 88); raises unless H = 1.
+
+    Zero makes ``W^V W^O`` symmetric, the value condition of Prop. 4.1 with ``W^V := W^V W^O``
+    (appendix B.2). Parameters without ``wo`` use ``W^O = I``.
+    """
+    if attn["wv"].shape[0] != 1:
+        raise ValueError(f"R_E-single is defined for one head; wv has shape {attn['wv'].shape}")
+    return _asym_sq(_value_output_products(attn)[0])
+
+
+def r_e_multi(attn: dict) -> jnp.ndarray:
+    """``R_E-multi = sum_h ||W^V_h W^O_h - (W^V_h W^O_h)^T||_F^2`` with ``W^V_h W^O_h`` D x D.
+
+    SPEC pairs it with orthogonal full ``W^V, W^O`` (see ``orthogonal``). Without ``wo``,
+    ``W^O_h = I``.
+    """
+    return _asym_sq(_value_output_products(attn))
+
+
+def orthogonal(a: jnp.ndarray, method: str = "cayley") -> jnp.ndarray:
+    """Maps free parameters ``(..., D, D)`` to orthogonal matrices ``(..., D, D)``, differentiably.
+
+    Methods:
+      ``"cayley"`` (default): ``A = a - a^T`` (skew), ``Q = (I + A)^{-1} (I - A)``. Smooth and
+        surjective onto SO(D) minus the matrices with eigenvalue -1; ``a = 0`` gives ``I`` and
+        ``orthogonal(-a) = orthogonal(a)^T``. One D x D solve.
+      ``"qr"``: Q of ``a = QR`` with the signs fixed so that ``diag(R) > 0`` (unique; covers all of
+        O(D)); differentiable where ``a`` has full rank, gradients scale like ``1/sigma_min(a)``.
+
+    Args:
+      a: free parameters.
+      method: ``"cayley"`` or ``"qr"``.
+
+    Returns:
+      ``Q`` with ``Q^T Q = I``.
+    """
+    if a.shape[-1] != a.shape[-2]:
+        raise ValueError(f"orthogonal needs square matrices; got {a.shape}")
+    if method == "cayley":
+        skew = a - jnp.swapaxes(a, -1, -2)
+        eye = jnp.broadcast_to(jnp.eye(a.shape[-1], dtype=a.dtype), a.shape)
+        return jnp.linalg.solve(eye + skew, eye - skew)
+    if method == "qr":
+        q, r = jnp.linalg.qr(a)
+        sign = jnp.where(jnp.diagonal(r, axis1=-2, axis2=-1) < 0, -1.0, 1.0).astype(a.dtype)
+        return q * sign[..., None, :]
+    raise ValueError(f"method must be 'cayley' or 'qr'; got {method!r}")
+
+
+def split_value_heads(w: jnp.ndarray, heads: int) -> jnp.ndarray:
+    """Full ``W^V`` ``(D, H*D_V)`` -> per-head column blocks ``(H, D, D_V)`` (inverse of ``full_matrices``)."""
+    d, hv = w.shape
+    if hv % heads:
+        raise ValueError(f"heads={heads} must divide the column count of {w.shape}")
+    return jnp.moveaxis(w.reshape(d, heads, hv // heads), 1, 0)
+
+
+def split_output_heads(w: jnp.ndarray, heads: int) -> jnp.ndarray:
+    """Full ``W^O`` ``(H*D_V, D)`` -> per-head row blocks ``(H, D_V, D)`` (inverse of ``full_matrices``)."""
+    hv, d = w.shape
+    if hv % heads:
+        raise ValueError(f"heads={heads} must divide the row count of {w.shape}")
+    return w.reshape(heads, hv // heads, d)
+
+
+def orthogonal_value_output(free_v: jnp.ndarray, free_o: jnp.ndarray, heads: int,
+                            method: str = "cayley") -> dict:
+    """``{"wv": (H, D, D/H), "wo": (H, D/H, D)}`` from free ``(D, D)`` parameters, with orthogonal full W^V, W^O.
+
+    Merge into the attention dict: ``attn | orthogonal_value_output(a_v, a_o, H)``. With
+    ``free_o = -free_v`` (Cayley) ``W^O = W^V^T`` and every ``W^V_h W^O_h`` is a symmetric
+    projector, so ``r_e_multi = 0``.
+    """
+    return {"wv": split_value_heads(orthogonal(free_v, method), heads),
+            "wo": split_output_heads(orthogonal(free_o, method), heads)}
+
+
+# --- Adapters for the Trainer hook ------------------------------------------------------------
+# Each adapter has ``init(model, key) -> state`` and ``__call__(model, state, aux) -> (lam * R, new_state)``;
+# ``model`` is anything with ``pure_step() -> (step, params)`` and ``params["attn"]`` the attention dict.
+
+class SpecPenalty:
+    """``lam * R_Spec`` on ``params["attn"]``; aux keys needed: none.
+
+    Args:
+      lam: weight (paper: 1e-4 ItrSA, 1e-5 AKOrN).
+      num_iters: power-iteration rounds per call.
+      per_head: penalize head blocks instead of full matrices.
+    """
+
+    aux_keys: tuple = ()
+
+    def __init__(self, lam: float, *, num_iters: int = 1, per_head: bool = False):
+        self.lam, self.num_iters, self.per_head = lam, num_iters, per_head
+
+    def init(self, model, key: jax.Array) -> SpecState:
+        _, params = model.pure_step()
+        return spec_init(params["attn"], key, per_head=self.per_head)
+
+    def __call__(self, model, state: SpecState, aux: dict | None = None):
+        _, params = model.pure_step()
+        value, state = spec_penalty(params["attn"], state, self.num_iters)
+        return self.lam * value, state
+
+
+class JacobianPenalty:
+    """``lam * mean (||J_t||_2 - target)^2`` over ``num_samples`` random steps of the trajectory.
+
+    aux keys needed: ``"xs"`` ``(T, *batch, S, D)`` the visited states and ``"c"`` ``(*batch, S, D)``.
+
+    Args:
+      lam: weight.
+      target: singular value aimed at.
+      num_samples: K steps per call (drawn without replacement; all steps when K = T).
+      num_iters: power-iteration rounds per call.
+      steps: fixed steps instead of random ones (length K).
+      like_shape: ``(*batch, S, D)`` of one state, to give ``init`` a fixed-shape state. Without it
+        ``init`` returns a placeholder that the first call replaces (the state's shape changes once,
+        so a jitted train step retraces once; pass ``like_shape`` if the state must be static,
+        e.g. inside ``lax.scan``).
+      stop_state_grad: see ``jacobian_penalty``.
+    """
+
+    aux_keys: tuple = ("xs", "c")
+
+    def __init__(self, lam: float, target: float = 1.0, num_samples: int = 1, *, num_iters: int = 1,
+                 steps: Sequence[int] | None = None, like_shape: Sequence[int] | None = None,
+                 stop_state_grad: bool = True):
+        if steps is not None and len(steps) != num_samples:
+            num_samples = len(steps)
+        self.lam, self.target, self.num_samples, self.num_iters = lam, target, num_samples, num_iters
+        self.steps, self.like_shape, self.stop_state_grad = steps, like_shape, stop_state_grad
+
+    def init(self, model, key: jax.Array) -> JacobianPenaltyState:
+        _, params = model.pure_step()
+        dtype = params["attn"]["wq"].dtype
+        shape = tuple(self.like_shape) if self.like_shape is not None else (0, 0)
+        return jacobian_penalty_init(jax.ShapeDtypeStruct(shape, dtype), key, self.num_samples)
+
+    def __call__(self, model, state: JacobianPenaltyState, aux: dict):
+        missing = [k for k in self.aux_keys if k not in aux]
+        if missing:
+            raise KeyError(f"JacobianPenalty needs aux keys {self.aux_keys}; missing {missing}")
+        step, params = model.pure_step()
+        value, state = jacobian_penalty(step, params, aux["xs"], aux["c"], state, target=self.target,
+                                        num_iters=self.num_iters, steps=self.steps,
+                                        stop_state_grad=self.stop_state_grad)
+        return self.lam * value, state
+
+
+class EnergyPenalty:
+    """``lam * R_E-multi`` (``kind="multi"``) or ``lam * R_E-single`` (``kind="single"``, H = 1).
+
+    aux keys needed: none. State: ``()``. Keeping W^V, W^O orthogonal (as SPEC pairs with R_E-multi)
+    is a parametrization of the model (``orthogonal_value_output``), not part of this penalty.
+    """
+
+    aux_keys: tuple = ()
+
+    def __init__(self, lam: float, kind: str = "multi"):
+        if kind not in ("multi", "single"):
+            raise ValueError(f"kind must be 'multi' or 'single'; got {kind!r}")
+        self.lam, self.kind = lam, kind
+
+    def init(self, model, key: jax.Array):
+        return ()
+
+    def __call__(self, model, state, aux: dict | None = None):
+        _, params = model.pure_step()
+        r = r_e_multi if self.kind == "multi" else r_e_single
+        return self.lam * r(params["attn"]), state

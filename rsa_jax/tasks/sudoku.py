@@ -1,0 +1,106 @@
+"""The Sudoku task (SPEC "Sudoku protocol"): train on SATNet, cross-entropy over all 81 cells at step T.
+
+    cfg = TrainConfig(model=ModelConfig(kind="itrsa", d=64, heads=4), train_limit=500, out="runs/x")
+    model, history = train(cfg, sudoku_task(cfg))
+
+Data come from :mod:`rsa_jax.data.sudoku`: ``cfg.data_dir``, else ``$RSA_JAX_SUDOKU_DIR``, else the
+shared data directory; if the files are missing, generated stand-in puzzles are used with a warning
+(so a fresh machine still runs). The data order of epoch ``e`` is the permutation fixed by
+``(cfg.seed, e)`` (``batch_iterator``), which makes resumed runs exact.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import nnx
+
+from rsa_jax.data.sudoku import SudokuSet, batch_iterator, load_or_generate
+from rsa_jax.models.sudoku import SudokuModel
+from rsa_jax.train import Task, TrainConfig
+
+#: generated stand-in sizes when the data files are missing (``train_limit`` / ``eval_limit`` win)
+FALLBACK_TRAIN, FALLBACK_EVAL = 500, 200
+
+
+def sudoku_loss(model: SudokuModel, batch: dict, key: jax.Array, steps: int, *, trajectory: bool = False):
+    """Cross-entropy over all 81 cells after ``steps`` updates, with batch accuracies.
+
+    Args:
+      model: a :class:`SudokuModel`.
+      batch: ``digits`` (B, 81) int (0 = blank), ``given`` (B, 81) bool, ``target`` (B, 81) int in 0..8.
+      key: PRNG key of the blank cells' random initial state.
+      steps: T.
+      trajectory: also put the visited states ``(T, B, 81, D)`` in ``aux["trajectory"]``.
+
+    Returns:
+      ``(loss, metrics)``: ``metrics`` has ``loss``, ``cell_acc`` (blank cells right),
+      ``board_acc`` (boards with all blank cells right) and ``aux = {"c", "x0", "x"}``
+      (conditioning, initial and final state, each (B, 81, D)) for penalties.
+    """
+    digits, given, target = jnp.asarray(batch["digits"]), jnp.asarray(batch["given"]), jnp.asarray(batch["target"])
+    c, x0 = model.condition(digits, given, key)
+    if trajectory:
+        x, xs = model.rollout(c, x0, steps, trajectory=True)
+    else:
+        x, xs = model.rollout(c, x0, steps), None
+    logits = model.readout(x)
+    loss = optax.softmax_cross_entropy_with_integer_labels(logits, target).mean()
+    right = jnp.argmax(logits, -1) == target
+    blank = ~given
+    cell_acc = jnp.sum(right & blank) / jnp.maximum(jnp.sum(blank), 1)
+    board_acc = jnp.mean(jnp.all(right | given, axis=-1))
+    aux = {"c": c, "x0": x0, "x": x}
+    if trajectory:
+        aux["trajectory"] = xs
+    return loss, {"loss": loss, "cell_acc": cell_acc, "board_acc": board_acc, "aux": aux}
+
+
+def load_sets(cfg: TrainConfig, *, train: str = "satnet_train", evals=("satnet_test",)):
+    """``(train_set, {name: eval_set})`` under ``cfg.data_dir`` / ``train_limit`` / ``eval_limit``,
+    generated stand-ins (with a warning) where files are missing."""
+    def get(name, limit, fallback, seed):
+        return load_or_generate(name, cfg.data_dir, n_fallback=limit or fallback, seed=seed, limit=limit)
+    tr = get(train, cfg.train_limit, FALLBACK_TRAIN, 0)
+    return tr, {name: get(name, cfg.eval_limit, FALLBACK_EVAL, 1 + i) for i, name in enumerate(evals)}
+
+
+def sudoku_task(cfg: TrainConfig, train_set: Optional[SudokuSet] = None, eval_set: Optional[SudokuSet] = None,
+                *, trajectory: bool = False) -> Task:
+    """The Sudoku :class:`~rsa_jax.train.Task` for ``cfg``.
+
+    Args:
+      cfg: uses ``model``, ``t_train``, ``batch_size``, ``seed``, ``data_dir``, ``train_limit``, ``eval_limit``.
+      train_set: training puzzles (default: SATNet train, see :func:`load_sets`).
+      eval_set: puzzles for ``evaluate`` (default: SATNet test); evaluation reads out at ``t_train``.
+      trajectory: hand the full trajectory to penalties (``aux["trajectory"]``; memory T x state).
+
+    Returns:
+      The task; ``evaluate(model)`` returns ``board_acc`` and ``cell_acc`` on ``eval_set``.
+    """
+    if train_set is None or eval_set is None:
+        tr, ev = load_sets(cfg)
+        train_set = tr if train_set is None else train_set
+        eval_set = ev["satnet_test"] if eval_set is None else eval_set
+    steps_per_epoch = len(train_set) // cfg.batch_size
+    if steps_per_epoch == 0:
+        raise ValueError(f"{len(train_set)} training puzzles < batch_size {cfg.batch_size}")
+    t = cfg.t_train
+
+    def evaluate(model):
+        from rsa_jax.evaluate import evaluate_boards
+        r = evaluate_boards(model, eval_set, steps_list=(t,), batch_size=min(cfg.batch_size, len(eval_set)),
+                            key=jax.random.PRNGKey(cfg.seed + 1))
+        return {"board_acc": r["board_acc"][0], "cell_acc": r["cell_acc"][0]}
+
+    return Task(
+        init_model=lambda rngs: SudokuModel(cfg.model, rngs=rngs),
+        loss_fn=lambda model, batch, key: sudoku_loss(model, batch, key, t, trajectory=trajectory),
+        train_batches=lambda epoch: batch_iterator(train_set, cfg.batch_size, seed=cfg.seed, epoch=epoch),
+        steps_per_epoch=steps_per_epoch,
+        evaluate=evaluate,
+        name="sudoku",
+    )

@@ -1,0 +1,233 @@
+"""Tests for rsa_jax.jacobian: Lemmas A.2/A.3, operators, power iteration, Prop. 5.1, appendix A.5.
+
+float64 via tests/conftest.py. References: explicit NumPy block matrices, central finite differences,
+dense SVD / eigendecompositions.
+"""
+
+from functools import partial
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from rsa_jax.attention import msa
+from rsa_jax.dynamics import itrsa_step
+from rsa_jax.jacobian import (PowerIterationState, dense_jacobian, init_power_state, jacobian_eigenvalues,
+                              linear_operators, pi_jacobian, power_iteration, rmsnorm_jacobian, spectral_norm)
+from rsa_jax.ops import omega_rotation, pi, rms_norm
+
+S, D, H = 4, 8, 2
+
+
+def _attn(seed, d=D, h=H):
+    rng = np.random.default_rng(seed)
+    dh = d // h
+    p = {"wq": rng.standard_normal((h, d, dh)), "wk": rng.standard_normal((h, d, dh)),
+         "wv": rng.standard_normal((h, d, dh)), "wo": rng.standard_normal((h, dh, d))}
+    return {k: jnp.asarray(v / np.sqrt(d)) for k, v in p.items()}
+
+
+def _itrsa(seed, eta=0.8, norm="rmsnorm", n=None):
+    """Closure f(x) = ItrSA step at fixed params/conditioning, plus the pieces."""
+    rng = np.random.default_rng(seed + 1000)
+    params = {"attn": _attn(seed), "eta": jnp.asarray(eta), "gamma": jnp.asarray(rng.standard_normal(D))}
+    x = jnp.asarray(rng.standard_normal((S, D)))
+    c = jnp.asarray(rng.standard_normal((S, D)))
+    return (lambda z: itrsa_step(params, z, c, norm=norm, n=n)), params, x, c
+
+
+def ref_blockdiag_pi(y, n, gamma=None):
+    """Lemma A.2/A.3 assembled with explicit loops: diag(gamma)(I - u u^T)/||y_chunk|| per chunk."""
+    y = np.asarray(y)
+    s, d = y.shape
+    n = d if n is None else n
+    g = np.ones(d) if gamma is None else np.asarray(gamma)
+    j = np.zeros((s * d, s * d))
+    for i in range(s):
+        for lo in range(0, d, n):
+            c = y[i, lo:lo + n]
+            r = np.linalg.norm(c)
+            blk = np.diag(g[lo:lo + n]) @ (np.eye(n) - np.outer(c, c) / r ** 2) / r
+            a = i * d + lo
+            j[a:a + n, a:a + n] = blk
+    return j
+
+
+Y = np.random.default_rng(0).standard_normal((S, D)) * np.array([0.5, 1.0, 2.0, 3.0])[:, None]
+GAMMA = np.random.default_rng(1).standard_normal(D)
+
+
+@pytest.mark.parametrize("n", [None, 4, 2])
+def test_pi_jacobian_lemma_a2(n):
+    ana = np.asarray(pi_jacobian(jnp.asarray(Y), n))
+    assert ana.shape == (S * D, S * D)
+    np.testing.assert_allclose(ana, ref_blockdiag_pi(Y, n), rtol=1e-10, atol=1e-12)
+    auto = np.asarray(dense_jacobian(lambda y: pi(y, n), jnp.asarray(Y)))
+    np.testing.assert_allclose(ana, auto, rtol=1e-9, atol=1e-10)
+
+
+@pytest.mark.parametrize("n", [None, 4])
+def test_rmsnorm_jacobian_lemma_a3(n):
+    ana = np.asarray(rmsnorm_jacobian(jnp.asarray(Y), jnp.asarray(GAMMA), n))
+    np.testing.assert_allclose(ana, ref_blockdiag_pi(Y, n, GAMMA), rtol=1e-10, atol=1e-12)
+    auto = np.asarray(dense_jacobian(lambda y: rms_norm(y, jnp.asarray(GAMMA), n), jnp.asarray(Y)))
+    np.testing.assert_allclose(ana, auto, rtol=1e-9, atol=1e-10)
+
+
+def test_dense_jacobian_matches_central_differences():
+    f, _, x, _ = _itrsa(0, norm="rmsnorm", n=4)
+    fj = jax.jit(f)
+    j = np.asarray(dense_jacobian(f, x))
+    assert j.shape == (S * D, S * D)
+    x0, h = np.asarray(x), 1e-6
+    fd = np.empty_like(j)
+    for k in range(S * D):
+        e = np.zeros(S * D)
+        e[k] = h
+        plus = np.asarray(fj(jnp.asarray(x0 + e.reshape(S, D))))
+        minus = np.asarray(fj(jnp.asarray(x0 - e.reshape(S, D))))
+        fd[:, k] = ((plus - minus) / (2 * h)).ravel()
+    np.testing.assert_allclose(j, fd, rtol=1e-6, atol=1e-7)
+
+
+def test_dense_jacobian_non_square_and_shapes():
+    m = np.random.default_rng(2).standard_normal((5, 6))
+    x = jnp.asarray(np.random.default_rng(3).standard_normal((2, 3)))
+    j = np.asarray(dense_jacobian(lambda z: jnp.tanh(jnp.asarray(m) @ z.reshape(-1)), x))
+    ref = (1 - np.tanh(m @ np.asarray(x).ravel()) ** 2)[:, None] * m
+    np.testing.assert_allclose(j, ref, rtol=1e-12, atol=1e-14)
+
+
+def test_linear_operators_match_dense_products():
+    f, _, x, _ = _itrsa(1)
+    j = np.asarray(dense_jacobian(f, x))
+    y, jvp, vjp = linear_operators(f, x)
+    np.testing.assert_allclose(np.asarray(y), np.asarray(f(x)), rtol=1e-13, atol=1e-14)
+    rng = np.random.default_rng(4)
+    for _ in range(2):
+        v, u = rng.standard_normal((S, D)), rng.standard_normal((S, D))
+        jv = np.asarray(jvp(jnp.asarray(v)))
+        jtu = np.asarray(vjp(jnp.asarray(u)))
+        assert jv.shape == jtu.shape == (S, D)
+        np.testing.assert_allclose(jv.ravel(), j @ v.ravel(), rtol=1e-10, atol=1e-12)
+        np.testing.assert_allclose(jtu.ravel(), j.T @ u.ravel(), rtol=1e-10, atol=1e-12)
+
+
+def _gap_map():
+    """A non-square linear map (3, 4) -> (10,) with singular values 3, 1.5, 1, ..., 0.1."""
+    rng = np.random.default_rng(5)
+    u, _ = np.linalg.qr(rng.standard_normal((10, 10)))
+    v, _ = np.linalg.qr(rng.standard_normal((12, 12)))
+    s = np.concatenate([[3.0, 1.5], np.linspace(1.0, 0.1, 8)])
+    m = jnp.asarray((u * s) @ v[:, :10].T)
+    return (lambda x: m @ x.reshape(-1)), m
+
+
+def test_spectral_norm_linear_map_with_gap():
+    f, m = _gap_map()
+    x = jnp.zeros((3, 4))
+    top = float(jnp.linalg.svd(m, compute_uv=False)[0])
+    sigma, st = spectral_norm(f, x, key=jax.random.PRNGKey(1), tol=1e-12, max_iters=500)
+    assert st.v.shape == (3, 4) and int(st.iterations) < 500
+    assert abs(float(sigma) - top) <= 1e-6 * top
+    assert float(sigma) <= top * (1 + 1e-12)  # an estimate from below
+    # v is the top right singular vector
+    _, _, vt = np.linalg.svd(np.asarray(m))
+    assert abs(abs(np.dot(np.asarray(st.v).ravel(), vt[0])) - 1.0) < 1e-8
+    # power_iteration directly, from an explicit state
+    _, jvp, vjp = linear_operators(f, x)
+    st2 = power_iteration(jvp, vjp, init_power_state(jax.random.PRNGKey(2), x), tol=1e-12, max_iters=500)
+    assert abs(float(st2.sigma) - top) <= 1e-6 * top
+
+
+def test_power_iteration_tol_zero_runs_exactly_max_iters():
+    """The gap map converges to machine precision in ~20 iterations; tol=0 must still run all of them."""
+    f, _ = _gap_map()
+    x = jnp.zeros((3, 4))
+    _, jvp, vjp = linear_operators(f, x)
+    st0 = init_power_state(jax.random.PRNGKey(0), x)
+    for max_iters in (1, 7, 60):
+        assert int(power_iteration(jvp, vjp, st0, max_iters=max_iters, tol=0.0).iterations) == max_iters
+    assert int(power_iteration(jvp, vjp, st0, max_iters=60, tol=1e-8).iterations) < 60
+
+
+@jax.jit
+def _itrsa_sigma(params, x, c, v0, sigma0):
+    f = lambda z: itrsa_step(params, z, c, norm="rmsnorm")
+    st = PowerIterationState(v0, sigma0, jnp.zeros((), jnp.int32))
+    return spectral_norm(f, x, st, tol=1e-13, max_iters=3000)
+
+
+@pytest.mark.parametrize("seed", [0, 2])
+def test_spectral_norm_itrsa_step_and_warm_start(seed):
+    f, params, x, c = _itrsa(seed)
+    top = np.linalg.svd(np.asarray(dense_jacobian(f, x)), compute_uv=False)[0]
+    st0 = init_power_state(jax.random.PRNGKey(seed), x)
+    sigma, st = _itrsa_sigma(params, x, c, st0.v, st0.sigma)
+    assert int(st.iterations) < 3000
+    assert abs(float(sigma) - top) <= 1e-6 * top
+    # warm start from the returned state: converges again, in fewer iterations
+    sigma2, st2 = _itrsa_sigma(params, x, c, st.v, st.sigma)
+    assert int(st2.iterations) < int(st.iterations)
+    assert abs(float(sigma2) - top) <= 1e-6 * top
+
+
+def test_jacobian_eigenvalues_of_linear_map():
+    known = np.array([2.0, -1.5, 0.5 + 0.8j, 0.5 - 0.8j, 0.3, -0.1])
+    rng = np.random.default_rng(6)
+    blk = np.diag([2.0, -1.5, 0.0, 0.0, 0.3, -0.1])
+    blk[2:4, 2:4] = [[0.5, 0.8], [-0.8, 0.5]]
+    p = rng.standard_normal((6, 6)) + 3 * np.eye(6)
+    m = p @ blk @ np.linalg.inv(p)
+    mj = jnp.asarray(m)
+    ev = jacobian_eigenvalues(lambda x: (mj @ x.reshape(-1)).reshape(2, 3), jnp.zeros((2, 3)))
+    assert ev.shape == (6,) and np.iscomplexobj(ev)
+    assert np.all(np.diff(np.abs(ev)) <= 1e-12)  # sorted by decreasing modulus
+    np.testing.assert_allclose(np.sort_complex(ev), np.sort_complex(np.linalg.eigvals(m)), atol=1e-10)
+    np.testing.assert_allclose(np.sort_complex(ev), np.sort_complex(known), atol=1e-10)
+
+
+# --- Prop. 5.1 -----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("seed,eta,n", [(0, 0.8, None), (1, -0.6, None), (2, 1.5, None), (3, 1.0, 4)])
+def test_prop_5_1_rmsnorm_jacobian_bound(seed, eta, n):
+    f, params, x, c = _itrsa(seed, eta=eta, norm="rmsnorm", n=n)
+    gamma = np.asarray(params["gamma"])
+    attn = params["attn"]
+    y = x + eta * (c + msa(attn, x))
+    nn = D if n is None else n
+    r = np.linalg.norm(np.asarray(y).reshape(S, D // nn, nn), axis=-1).min()  # min over tokens (chunks)
+    j = np.asarray(dense_jacobian(f, x))
+    j_msa = np.asarray(dense_jacobian(lambda z: msa(attn, z), x))
+    # chain rule with Lemma A.3: dRMSNorm(Y)/dX = J_RMS(Y) (I + eta J_MSA)
+    chain = np.asarray(rmsnorm_jacobian(y, params["gamma"], n)) @ (np.eye(S * D) + eta * j_msa)
+    np.testing.assert_allclose(j, chain, rtol=1e-9, atol=1e-10)
+    lhs = np.linalg.svd(j, compute_uv=False)[0]
+    rhs = np.abs(gamma).max() / r * (1 + abs(eta) * np.linalg.svd(j_msa, compute_uv=False)[0])
+    assert lhs <= rhs * (1 + 1e-12)
+    assert lhs > 1e-2 * rhs  # a meaningful comparison, not a vacuous one
+
+
+# --- Appendix A.5: oscillation ------------------------------------------------------------
+
+@pytest.mark.parametrize("nosc", [4, 8])
+@pytest.mark.parametrize("eta,w", [(1.0, 0.7), (0.4, -2.5)])
+def test_a5_normalization_bounds_oscillatory_eigenvalues(nosc, eta, w):
+    x = np.random.default_rng(nosc).standard_normal(nosc)
+    x = jnp.asarray(x / np.linalg.norm(x))
+    om = np.asarray(omega_rotation(jnp.eye(nosc), w)).T  # Omega, equal |w| on every pair
+    y = np.asarray(x) + eta * om @ np.asarray(x)
+    np.testing.assert_allclose(y @ y, 1 + eta ** 2 * w ** 2, rtol=1e-12)  # eq. 82
+    normalized = lambda z: pi(z + eta * omega_rotation(z, w))
+    j = np.asarray(dense_jacobian(normalized, x))
+    # eq. 77: J = (I - y y^T/||y||^2)(I + eta Omega)/||y||
+    ref = (np.eye(nosc) - np.outer(y, y) / (y @ y)) @ (np.eye(nosc) + eta * om) / np.linalg.norm(y)
+    np.testing.assert_allclose(j, ref, rtol=1e-10, atol=1e-12)
+    ev = jacobian_eigenvalues(normalized, x)
+    assert np.abs(ev).max() <= 1 + 1e-12
+    assert np.linalg.svd(j, compute_uv=False)[0] <= 1 + 1e-12  # eq. 85-87
+    assert np.abs(ev).min() < 1e-10  # the radial direction x is annihilated
+    ev_raw = jacobian_eigenvalues(lambda z: z + eta * omega_rotation(z, w), x)
+    np.testing.assert_allclose(np.abs(ev_raw), np.sqrt(1 + eta ** 2 * w ** 2), rtol=1e-12)
+    assert np.abs(ev_raw).min() > 1.0
