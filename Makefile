@@ -15,6 +15,7 @@ sudoku-ood:
 
 bench:
 	$(PYTHON) -m benchmarks.lyapunov_bench --out $(OUT)/bench/lyapunov.json
+	$(PYTHON) -m benchmarks.run_all --out $(OUT)/bench $(if $(FULL),--paper --precisions float32 tensorfloat32 bfloat16)
 
 clean:
 	rm -rf $(OUT) .pytest_cache

@@ -16,24 +16,28 @@ Two estimators:
   With ``sweeps = 0`` this is the classical estimator, which converges to the same limit as
   ``T -> inf`` but at finite T gives the growth rates of nested volumes of ``J^(T) Q0``, not its
   singular values (only the sum of the full spectrum, ``ln|det J^(T)| / T``, agrees exactly).
-  With ``sweeps > 0`` the start ``Q0`` is first rotated towards the leading right singular
-  vectors of ``J^(T)`` by forward-backward subspace iteration on ``J^(T)T J^(T)`` (forward with
-  linearize, backward with vjp, QR at every step, so nothing over- or underflows); at convergence
-  the diagonal of the accumulated R is exactly ``sigma_i(J^(T))``, so the result converges to
-  the B.3 definition.
+  With ``sweeps > 0`` the start ``Q0`` is first refined: a forward pass gives
+  ``J^(T) Q0 = Q_T B`` (``B`` the product of the R factors) and ``Q0`` is rotated onto the right
+  singular vectors of ``B`` (Rayleigh-Ritz); further sweeps first replace ``span Q0`` by
+  ``span J^(T)T J^(T) Q0`` with a backward (vjp) pass (subspace iteration, QR at every step, so
+  nothing over- or underflows). After the rotation ``J^(T) Q0`` has orthogonal columns, so the
+  measuring pass's accumulated ``|R_ii|`` are the singular values themselves, summed in log
+  space. For the full spectrum one sweep reproduces the B.3 definition (up to the SVD accuracy
+  of ``B``: directions with ``sigma_i < eps sigma_1`` keep nested-volume values); for leading
+  ``k`` the error decays like ``(sigma_{k+1} / sigma_i)^(2 sweeps)``.
 * ``lyapunov_exact``: the definition itself, from the dense Jacobian of the composition
   (``O(n^2)`` memory, small systems only). It resolves only exponents within about
   ``ln(1 / null_rtol) / T`` of the largest (the SVD's absolute accuracy is ``eps * sigma_1``).
 
 Null directions. A normalization layer (Pi, RMSNorm; whole-token or per N-chunk) kills the
-radial direction of every normalized chunk, so ``J`` has ``S * D / N`` exact zero singular
-values (``S`` for whole-token normalization) and ``ln alpha = -inf``. Both estimators detect a
-singular value as null when it is below ``null_rtol * (largest one)`` (per QR step for the QR
-method; default ``null_rtol = 1000 * eps(dtype)``) and report its exponent as exactly
-``NULL_FLOOR``; any other per-step ``ln |R_ii|`` is also clamped at ``NULL_FLOOR``. Summaries
-(``max_lyapunov``, ``mean_lyapunov``) drop the ``num_null`` smallest exponents, computed by
-``null_directions``: the "mean LE" of a whole-token-normalized model averages over
-``M = S (D - 1)`` exponents, not ``S D``.
+radial direction of every normalized chunk, so ``J`` has ``S * D / N`` zero singular values
+(``S`` for whole-token normalization) and ``ln alpha = -inf``. Both estimators call a singular
+value null when it is below ``null_rtol`` times the largest (per QR step for the QR method;
+default ``default_null_rtol``) and report its exponent as exactly ``NULL_FLOOR``; any other
+per-step ``ln |R_ii|`` is also clamped at ``NULL_FLOOR``. Summaries (``max_lyapunov``,
+``mean_lyapunov``) drop the ``num_null`` smallest exponents, counted by ``null_directions``:
+the "mean LE" of a whole-token-normalized model averages over ``M = S (D - 1)`` exponents,
+not ``S D`` (``M = S D (N - 1) / N`` for N-chunk normalization).
 
 Everything is pure and jit/vmap-able (``T``, ``k``, ``reorth_every``, ``sweeps`` static):
 ``jax.vmap(lambda x0: lyapunov_spectrum(f, x0, T, k).exponents)(batch)``.
@@ -73,8 +77,12 @@ class LyapunovResult(NamedTuple):
 
 
 def default_null_rtol(dtype) -> float:
-    """``1000 * eps(dtype)``: singular values below this fraction of the largest count as null."""
-    return 1000.0 * float(jnp.finfo(dtype).eps)
+    """``max(1000 eps(dtype), 1e-8)``: singular values below this fraction of the largest are null.
+
+    The ``1e-8`` covers the regularized normalization of ``rsa_jax.ops.pi`` (``y / sqrt(|y|^2 +
+    1e-12)``), whose radial derivative is ``~1e-12 / |y|^2`` rather than exactly zero.
+    """
+    return max(1000.0 * float(jnp.finfo(dtype).eps), 1e-8)
 
 
 def _qr(q: jnp.ndarray):
@@ -85,7 +93,7 @@ def _qr(q: jnp.ndarray):
 
 
 def _log_stretch(rdiag: jnp.ndarray, steps, rtol: float) -> jnp.ndarray:
-    """``ln |R_ii|`` of a block of ``steps`` steps, nulls set to and others clamped at ``steps * NULL_FLOOR``."""
+    """``ln |R_ii|`` of a block of ``steps`` steps; nulls -> and others clamped at ``steps * NULL_FLOOR``."""
     floor = steps * NULL_FLOOR
     null = rdiag <= rtol * jnp.max(rdiag)
     logs = jnp.log(jnp.maximum(rdiag, jnp.finfo(rdiag.dtype).tiny))
@@ -151,9 +159,10 @@ def lyapunov_spectrum(f: Map, x0: jnp.ndarray, T: int, k: int | None = None, *, 
       x0: initial state, any shape, ``n = x0.size``.
       T: number of steps (static).
       k: number of exponents (static); None for all ``n`` (``Q0 = I``); ``k < n`` starts from a
-        random orthonormal ``Q0`` drawn from ``key``.
+        random orthonormal ``Q0`` (Gaussian from ``key``, or a fixed NumPy ``default_rng(0)`` draw).
       reorth_every: QR every this many steps (a shorter last block if it does not divide T).
-      key: PRNG key for the random start, default ``PRNGKey(0)``.
+      key: PRNG key for the random start (None: the fixed NumPy draw, which keeps
+        ``jax.random`` out of the compiled graph).
       return_history: also return the running estimates.
       sweeps: refinement passes before the measuring pass; 0 is the classical estimator. Each
         sweep runs a forward pass and rotates ``Q0`` within its span onto the right singular
@@ -180,7 +189,10 @@ def lyapunov_spectrum(f: Map, x0: jnp.ndarray, T: int, k: int | None = None, *, 
     if k == n:
         q0 = jnp.eye(n, dtype=x0.dtype).reshape(n, *x0.shape)
     else:
-        g = jax.random.normal(jax.random.PRNGKey(0) if key is None else key, (k, *x0.shape), x0.dtype)
+        if key is None:  # a constant start: no PRNG in the traced graph
+            g = jnp.asarray(np.random.default_rng(0).standard_normal((k, *x0.shape)), x0.dtype)
+        else:
+            g = jax.random.normal(key, (k, *x0.shape), x0.dtype)
         q0 = _qr(g)[0]
     if sweeps:
         def ritz(q):

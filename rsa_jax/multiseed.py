@@ -235,3 +235,30 @@ def _loop(cfg, tasks, seeds, state, step_fn, mngrs, start, stop, spe, histories,
     finally:
         bar.close()
     return state
+
+
+def main(argv=None):
+    """``python -m rsa_jax.multiseed --seeds 0 1 2 3 4 [--model-kind itrsa] [--out DIR] ...``: Sudoku, S seeds."""
+    import argparse
+
+    from rsa_jax.tasks.sudoku import load_sets, sudoku_task
+    from rsa_jax.train import add_dataclass_args, dataclass_from_args
+
+    parser = argparse.ArgumentParser(description="Train several seeds of a looped Sudoku solver in one program.")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4], help="seeds (default 0 1 2 3 4)")
+    add_dataclass_args(parser, TrainConfig, exclude=("seed",))
+    parser.add_argument("--no-resume", action="store_true", help="start afresh, deleting old checkpoints")
+    args = parser.parse_args(argv)
+    cfg = dataclass_from_args(args, TrainConfig)
+    tr, ev = load_sets(cfg)
+    _, histories = train_multiseed(cfg, lambda c: sudoku_task(c, tr, ev["satnet_test"]), args.seeds,
+                                   resume=not args.no_resume)
+    last = {}
+    for seed, hist in zip(args.seeds, histories):
+        evals = [r for r in hist if any(k.startswith("eval/") for k in r)]
+        last[seed] = evals[-1] if evals else hist[-1] if hist else {}
+    print(json.dumps(last, indent=2))
+
+
+if __name__ == "__main__":
+    main()

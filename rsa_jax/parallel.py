@@ -90,8 +90,7 @@ def shard_batch(batch: Any, mesh: Mesh, axis: str = DATA_AXIS) -> Any:
       ValueError: if a leading axis is not divisible by the number of devices on ``axis``
         (per process, the local devices).
     """
-    n = mesh.shape[axis]
-    local_n = n // jax.process_count()
+    local_n = sum(d.process_index == jax.process_index() for d in mesh.devices.flat)
 
     def put(x):
         sharding = _leaf_batch_sharding(mesh, axis, x)

@@ -30,6 +30,8 @@ Energy penalties (SPEC; appendix B.2): ``R_E-single = ||W^V W^O - (W^V W^O)^T||_
 
 from __future__ import annotations
 
+import itertools
+import math
 from typing import Callable, NamedTuple, Sequence
 
 import jax
@@ -102,12 +104,17 @@ def spec_init(attn: dict, key: jax.Array, *, per_head: bool = False) -> SpecStat
       A ``SpecState``.
     """
     mats = spec_matrices(attn, per_head)
-    keys = jax.random.split(key, 2 * max(len(mats), 1))
-    u, v = {}, {}
-    for i, (name, w) in enumerate(sorted(mats.items())):
-        u[name] = _normalize(jax.random.normal(keys[2 * i], w.shape[:-1], w.dtype))
-        v[name] = _normalize(jax.random.normal(keys[2 * i + 1], w.shape[:-2] + w.shape[-1:], w.dtype))
-    return SpecState(u, v)
+    shapes = {}
+    for name, w in sorted(mats.items()):
+        shapes["u", name], shapes["v", name] = w.shape[:-1], w.shape[:-2] + w.shape[-1:]
+    sizes = [math.prod(sh) for sh in shapes.values()]
+    dtype = jnp.result_type(*mats.values()) if mats else jnp.float32
+    flat = jax.random.normal(key, (sum(sizes),), dtype)  # one draw: one PRNG compile when run eagerly
+    offsets = [0, *itertools.accumulate(sizes)]
+    out = {"u": {}, "v": {}}
+    for (kind, name), sh, lo, hi in zip(shapes, shapes.values(), offsets, offsets[1:]):
+        out[kind][name] = _normalize(flat[lo:hi].reshape(sh).astype(mats[name].dtype))
+    return SpecState(out["u"], out["v"])
 
 
 def power_sigma(w: jnp.ndarray, u: jnp.ndarray, v: jnp.ndarray, num_iters: int = 1):
@@ -247,11 +254,14 @@ def jacobian_penalty(step: Callable, params, xs: jnp.ndarray, c: jnp.ndarray, st
       steps: the K steps to penalize (negative indices count from the end); None draws K distinct
         steps at random with ``state.key`` (all of them, in order, when K = T).
       stop_state_grad: treat ``xs`` as data (default). False also lets the gradient move the
-        visited states (back through the rollout that produced ``xs``).
+        visited states (back through the rollout that produced ``xs``). ``c`` is never stopped:
+        the Jacobian depends on it (through the normalization), so its gradient reaches whatever
+        produced ``c`` (e.g. the digit embedding); pass ``lax.stop_gradient(c)`` to avoid that.
 
     Returns:
       ``(value, new_state)``; ``new_state`` carries no gradient.
     """
+    xs, c = jnp.asarray(xs), jnp.asarray(c)
     t = xs.shape[0]
     batch_shape = xs.shape[1:-2]
     if c.shape != xs.shape[1:]:
@@ -423,7 +433,7 @@ class JacobianPenalty:
       target: singular value aimed at.
       num_samples: K steps per call (drawn without replacement; all steps when K = T).
       num_iters: power-iteration rounds per call.
-      steps: fixed steps instead of random ones (length K).
+      steps: fixed steps instead of random ones; when given, K = len(steps) (overrides num_samples).
       like_shape: ``(*batch, S, D)`` of one state, to give ``init`` a fixed-shape state. Without it
         ``init`` returns a placeholder that the first call replaces (the state's shape changes once,
         so a jitted train step retraces once; pass ``like_shape`` if the state must be static,

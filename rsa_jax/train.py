@@ -97,6 +97,8 @@ class TrainConfig:
     optimizer: str = _f("adam", "'adam' or 'adamw'")
     weight_decay: float = _f(0.0, "decoupled weight decay (adamw only)")
     grad_clip: float = _f(1.0, "clip the global gradient norm to this (<= 0: no clipping)")
+    flatten_optimizer: bool = _f(True, "run clipping + Adam on one flat vector (optax.flatten): same math, "
+                                       "far fewer kernels, several times faster XLA compiles on CPU")
     ema_decay: float = _f(0.995, "EMA decay beta")
     ema_every: int = _f(10, "update the EMA every this many steps")
     ema_after: int = _f(100, "EMA copies the parameters up to this step")
@@ -180,7 +182,8 @@ class TrainingDiverged(RuntimeError):
 
 # ------------------------------------------------------------------------------- pure pieces
 def make_optimizer(cfg: TrainConfig) -> optax.GradientTransformation:
-    """``clip_by_global_norm(grad_clip)`` then Adam (or AdamW) at ``cfg.resolved_lr()``."""
+    """``clip_by_global_norm(grad_clip)`` then Adam (or AdamW) at ``cfg.resolved_lr()``
+    (wrapped in ``optax.flatten`` when ``cfg.flatten_optimizer``)."""
     lr = cfg.resolved_lr()
     if cfg.optimizer == "adam":
         opt = optax.adam(lr)
@@ -188,7 +191,8 @@ def make_optimizer(cfg: TrainConfig) -> optax.GradientTransformation:
         opt = optax.adamw(lr, weight_decay=cfg.weight_decay)
     else:
         raise ValueError(f"optimizer must be 'adam' or 'adamw', got {cfg.optimizer!r}")
-    return optax.chain(optax.clip_by_global_norm(cfg.grad_clip), opt) if cfg.grad_clip > 0 else opt
+    tx = optax.chain(optax.clip_by_global_norm(cfg.grad_clip), opt) if cfg.grad_clip > 0 else opt
+    return optax.flatten(tx) if cfg.flatten_optimizer else tx
 
 
 def split_model(model: nnx.Module):
@@ -220,12 +224,14 @@ def _penalty_name(p, i: int, names: set) -> str:
 
 def init_train_state(model: nnx.Module, tx: optax.GradientTransformation, key: jax.Array,
                      penalties: Sequence = ()) -> TrainState:
-    """Initial :class:`TrainState` (``key`` a raw PRNG key; penalty states from ``penalty.init``)."""
+    """Initial :class:`TrainState` (``key`` a raw PRNG key; penalty states from ``penalty.init``).
+    Parameters are copied, so donating the state to the step leaves ``model`` usable."""
     _, params, _ = split_model(model)
     key, *pkeys = jax.random.split(key, len(penalties) + 1)
     extra = tuple(p.init(model, k) for p, k in zip(penalties, pkeys))
-    return TrainState(params=params, ema_params=jax.tree.map(lambda a: jnp.array(a, copy=True), params),
-                      opt_state=tx.init(params), step=jnp.zeros((), jnp.int32), key=key, extra=extra)
+    copy = lambda t: jax.tree.map(lambda a: jnp.array(a, copy=True), t)   # own buffers: the step donates them
+    return TrainState(params=copy(params), ema_params=copy(params), opt_state=tx.init(params),
+                      step=jnp.zeros((), jnp.int32), key=key, extra=extra)
 
 
 def make_train_step(graphdef, task: Task, tx: optax.GradientTransformation, penalties: Sequence = (), *,
@@ -272,7 +278,7 @@ def make_train_step(graphdef, task: Task, tx: optax.GradientTransformation, pena
         params = optax.apply_updates(state.params, updates)
         ema = ema_update(state.ema_params, params, state.step, decay=cfg.ema_decay, every=cfg.ema_every,
                          after=cfg.ema_after, power=cfg.ema_power)
-        metrics = {**metrics, "total_loss": total, "grad_norm": optax.global_norm(grads)}
+        metrics = {**metrics, "total_loss": total, "grad_norm": optax.tree.norm(grads)}
         return TrainState(params, ema, opt_state, state.step + 1, key, extra), metrics
 
     return jax.jit(train_step, donate_argnums=0) if jit else train_step
@@ -492,7 +498,7 @@ def _loop(cfg, task, state, step_fn, mngr, start, stop, spe, history, metrics_pa
         bar.set_postfix(post, refresh=False)
 
     def save(step, epoch, pos):
-        check()
+        log(step, epoch)    # every step lands in exactly one record, so resumed histories match
         if last_saved[0] != step:
             _save(mngr, state, {"step": step, "epoch": epoch, "batch_in_epoch": pos})
             last_saved[0] = step
@@ -588,6 +594,10 @@ def _doc_help(cls) -> dict:
     out, cur = {}, None
     section = doc.split("Attributes:", 1)[1] if "Attributes:" in doc else ""
     for line in section.splitlines():
+        if not line.strip():
+            if out:
+                break           # a blank line ends the section
+            continue
         m = re.match(r"\s+(\w+):\s*(.*)", line)
         if m and m.group(1).isidentifier() and not line.startswith(" " * 8):
             cur = m.group(1)

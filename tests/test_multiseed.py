@@ -2,6 +2,8 @@
 
 import dataclasses
 import json
+import shutil
+from pathlib import Path
 
 import jax
 import numpy as np
@@ -52,17 +54,27 @@ def test_stack_roundtrip():
     assert stack_batches([{"x": np.zeros((4, 81))}] * 2)["x"].shape == (2, 4, 81)
 
 
-@pytest.mark.parametrize("kind", ["akorn", "itrsa"])
-def test_multiseed_equals_single_seed_runs(tmp_path, puzzles, kind):
+@pytest.fixture(scope="module")
+def multi(tmp_path_factory, puzzles):
+    """One 2-seed run (AKOrN, a spectral penalty with a power-iteration state), 5 steps."""
     tr, ev = puzzles
-    cfg = _cfg(tmp_path / "multi", model=ModelConfig(kind=kind, d=16, heads=2, n=4))
-    factory = lambda c: sudoku_task(c, tr, ev)  # noqa: E731  (per-seed data order: batch_iterator(seed=c.seed))
-    penalties = (SpecPenalty(1e-2),)
-    models, histories = train_multiseed(cfg, factory, SEEDS, penalties)
-    assert json.loads((tmp_path / "multi" / "multiseed.json").read_text())["seeds"] == list(SEEDS)
+    root = tmp_path_factory.mktemp("multiseed")
+    with jax.enable_x64(False):
+        cfg = _cfg(root / "multi")
+        models, histories = train_multiseed(cfg, lambda c: sudoku_task(c, tr, ev), SEEDS, PENALTIES)
+    return cfg, models, histories
+
+
+PENALTIES = (SpecPenalty(1e-2),)
+
+
+def test_multiseed_equals_single_seed_runs(tmp_path, puzzles, multi):
+    tr, ev = puzzles
+    cfg, models, histories = multi
+    assert json.loads((Path(cfg.out) / "multiseed.json").read_text())["seeds"] == list(SEEDS)
     for seed, model, hist in zip(SEEDS, models, histories):
         cs = dataclasses.replace(seed_config(cfg, seed), out=str(tmp_path / f"single_{seed}"))
-        ref, ref_hist = train(cs, sudoku_task(cs, tr, ev), penalties)
+        ref, ref_hist = train(cs, sudoku_task(cs, tr, ev), PENALTIES)
         jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
                      _params(model), _params(ref))
         assert [r["step"] for r in hist] == [r["step"] for r in ref_hist] == [1, 2, 3, 4, 5]
@@ -70,7 +82,7 @@ def test_multiseed_equals_single_seed_runs(tmp_path, puzzles, kind):
             for k in ("loss", "grad_norm", "penalty/SpecPenalty"):
                 np.testing.assert_allclose(r[k], q[k], rtol=1e-5, err_msg=f"seed {seed} step {r['step']} {k}")
         # the per-seed directory is an ordinary run directory
-        loaded, lcfg = load_model(tmp_path / "multi" / f"seed_{seed}")
+        loaded, lcfg = load_model(Path(cfg.out) / f"seed_{seed}")
         assert lcfg.seed == seed
         jax.tree.map(np.testing.assert_array_equal, _params(loaded), _params(model))
     # different seeds really differ
@@ -78,21 +90,23 @@ def test_multiseed_equals_single_seed_runs(tmp_path, puzzles, kind):
     assert not np.allclose(a, b)
 
 
-def test_multiseed_resume(tmp_path, puzzles):
+def test_multiseed_resume(tmp_path, puzzles, multi):
+    """Resuming from the step-3 checkpoints reproduces the uninterrupted run exactly."""
     tr, ev = puzzles
-    factory = lambda c: sudoku_task(c, tr, ev)  # noqa: E731
-    full, _ = train_multiseed(_cfg(tmp_path / "full"), factory, SEEDS)
-    train_multiseed(_cfg(tmp_path / "cut", max_steps=3), factory, SEEDS)  # checkpoint at step 3
-    resumed, hist = train_multiseed(_cfg(tmp_path / "cut"), factory, SEEDS)
+    cfg, models, _ = multi
+    cut = tmp_path / "cut"
+    shutil.copytree(cfg.out, cut)
+    for seed in SEEDS:
+        shutil.rmtree(cut / f"seed_{seed}" / "checkpoints" / "5")
+    resumed, hist = train_multiseed(_cfg(cut), lambda c: sudoku_task(c, tr, ev), SEEDS, PENALTIES)
     assert [r["step"] for r in hist[0]] == [1, 2, 3, 4, 5]
-    for m, r in zip(full, resumed):
+    for m, r in zip(models, resumed):
         jax.tree.map(np.testing.assert_array_equal, _params(m), _params(r))
 
 
-def test_shared_task_and_bad_seeds(tmp_path, puzzles):
+def test_bad_seeds(tmp_path, puzzles):
     tr, ev = puzzles
-    cfg = _cfg(tmp_path / "shared", max_steps=2)
-    models, hist = train_multiseed(cfg, sudoku_task(cfg, tr, ev), [0, 1])
-    assert len(models) == 2 and len(hist[1]) == 2
-    with pytest.raises(ValueError, match="distinct"):
-        train_multiseed(cfg, sudoku_task(cfg, tr, ev), [1, 1])
+    cfg = _cfg(tmp_path / "bad")
+    for seeds in ([1, 1], []):
+        with pytest.raises(ValueError, match="distinct"):
+            train_multiseed(cfg, sudoku_task(cfg, tr, ev), seeds)

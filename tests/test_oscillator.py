@@ -8,8 +8,6 @@ Checks, on tiny models (D = 8, N in {2, 4, 8}):
   * gamma (the RMSNorm gain) receives nonzero, finite gradients through the T-step rollout.
 """
 
-import functools
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -176,7 +174,7 @@ def test_null_directions_equal_S_D_over_N(kind, n):
     # axis-aligned columns of J, which are nearly dependent (tokens couple only weakly through
     # attention), so the per-step null set lands on different column indices and the time
     # averages mix floor and non-floor logs (e.g. 317 of 324 at the floor for N=2).
-    ex = np.asarray(lyapunov_spectrum(f, x0, T=3, sweeps=1).exponents)
+    ex = np.asarray(lyapunov_spectrum(f, x0, T=2, sweeps=1).exponents)
     assert ex.shape == (s * D,)
     at_floor = ex <= NULL_FLOOR + 1e-6
     assert int(at_floor.sum()) == expected, (kind, n, np.sort(ex)[: expected + 3])
@@ -186,8 +184,7 @@ def test_null_directions_equal_S_D_over_N(kind, n):
 
 
 # ----------------------------------------------------------------------------- gradients
-@pytest.mark.parametrize("kind", ["itrsa", "akorn"])
-@pytest.mark.parametrize("n", [2, 8])
+@pytest.mark.parametrize("kind,n", [("itrsa", 2), ("akorn", 8)])
 def test_gamma_gets_gradients_and_trains(kind, n):
     model = _model(kind, n, seed=5)
     digits, given = _puzzle(11, b=4)

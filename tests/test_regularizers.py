@@ -9,8 +9,9 @@ jax.config.update("jax_enable_x64", True)
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
+from jax.flatten_util import ravel_pytree  # noqa: E402
 
-from rsa_jax.attention import full_matrices, init_attention, symmetric_multi_head, symmetric_single_head  # noqa: E402
+from rsa_jax.attention import full_matrices, symmetric_multi_head, symmetric_single_head  # noqa: E402
 from rsa_jax.dynamics import itrsa_step, rollout  # noqa: E402
 from rsa_jax.jacobian import dense_jacobian  # noqa: E402
 from rsa_jax.regularizers import (EnergyPenalty, JacobianPenalty, SpecPenalty, jacobian_penalty,  # noqa: E402
@@ -20,17 +21,26 @@ from rsa_jax.regularizers import (EnergyPenalty, JacobianPenalty, SpecPenalty, j
 
 D, H, S = 6, 2, 3
 
-# Eager JAX dispatch is slow on a shared CPU; every helper below is jitted once.
+# Eager JAX dispatch (and compiling jax.random per shape) is slow on a shared CPU: test data come
+# from NumPy and every JAX computation below is jitted once.
 _spec = jax.jit(spec_penalty, static_argnames=("num_iters",))
 _jp = jax.jit(jacobian_penalty, static_argnames=("step", "target", "num_iters", "steps", "stop_state_grad"))
 
 
-def _attn(key=0, bias=True):
-    p = init_attention(jax.random.PRNGKey(key), D, H, bias=bias, dtype=jnp.float64, std=0.7)
-    if bias:  # nonzero biases
-        ks = jax.random.split(jax.random.PRNGKey(key + 100), 4)
-        for k, name in zip(ks, ("bq", "bk", "bv", "bo")):
-            p[name] = 0.3 * jax.random.normal(k, p[name].shape, jnp.float64)
+def _attn(seed=0, bias=True, out_proj=True):
+    """Random MSA parameters (D, H) in the layout of rsa_jax.attention, nonzero biases."""
+    rng = np.random.default_rng(seed)
+    dh = D // H
+    dv = dh if out_proj else D
+    p = {"wq": 0.7 * rng.standard_normal((H, D, dh)), "wk": 0.7 * rng.standard_normal((H, D, dh)),
+         "wv": 0.7 * rng.standard_normal((H, D, dv))}
+    if out_proj:
+        p["wo"] = 0.7 * rng.standard_normal((H, dv, D))
+    if bias:
+        p |= {"bq": 0.3 * rng.standard_normal((H, dh)), "bk": 0.3 * rng.standard_normal((H, dh)),
+              "bv": 0.3 * rng.standard_normal((H, dv))}
+        if out_proj:
+            p["bo"] = 0.3 * rng.standard_normal(D)
     return p
 
 
@@ -69,7 +79,7 @@ def test_spec_penalty_converges_to_svd(per_head):
 
 
 def test_spec_penalty_without_bias_or_wo():
-    attn = init_attention(jax.random.PRNGKey(3), D, H, bias=False, out_proj=False, dtype=jnp.float64)
+    attn = _attn(3, bias=False, out_proj=False)
     state = spec_init(attn, jax.random.PRNGKey(0))
     assert set(state.u) == {"wq", "wk", "wv"}
     value, _ = _spec(attn, state, num_iters=500)
@@ -78,19 +88,18 @@ def test_spec_penalty_without_bias_or_wo():
 
 
 def test_power_sigma_gradient_is_uv():
-    w = jax.random.normal(jax.random.PRNGKey(0), (5, 4), jnp.float64)
-    u0 = jax.random.normal(jax.random.PRNGKey(1), (5,), jnp.float64)
-    v0 = jax.random.normal(jax.random.PRNGKey(2), (4,), jnp.float64)
+    rng = np.random.default_rng(0)
+    w, u0, v0 = rng.standard_normal((5, 4)), rng.standard_normal(5), rng.standard_normal(4)
     # before convergence: d(u^T W v)/dW = u v^T with the iterated (stopped) u, v
-    sigma, u, v = power_sigma(w, u0, v0, 2)
-    grad = jax.grad(lambda w_: power_sigma(w_, u0, v0, 2)[0])(w)
+    sigma, u, v = jax.jit(power_sigma, static_argnums=3)(w, u0, v0, 2)
+    grad = jax.jit(jax.grad(lambda w_: power_sigma(w_, u0, v0, 2)[0]))(w)
     np.testing.assert_allclose(grad, jnp.outer(u, v), atol=1e-14)
     np.testing.assert_allclose(sigma, u @ w @ v, rtol=1e-14)
     # after convergence: equals d sigma_max / dW = u1 v1^T from the SVD
-    g_conv = jax.grad(lambda w_: power_sigma(w_, u0, v0, 500)[0])(w)
+    g_conv = jax.jit(jax.grad(lambda w_: power_sigma(w_, u0, v0, 500)[0]))(w)
     uu, ss, vvt = np.linalg.svd(np.asarray(w))
     np.testing.assert_allclose(g_conv, np.outer(uu[:, 0], vvt[0]), atol=1e-10)
-    g_svd = jax.grad(lambda w_: jnp.linalg.svd(w_, compute_uv=False)[0])(w)
+    g_svd = jax.jit(jax.grad(lambda w_: jnp.linalg.svd(w_, compute_uv=False)[0]))(w)
     np.testing.assert_allclose(g_conv, g_svd, atol=1e-10)
 
 
@@ -127,19 +136,20 @@ STEP = functools.partial(itrsa_step, norm="rmsnorm")
 STEPS = (0, -1)  # the fixed steps used below (-1 = T - 1)
 
 
-def _model_params(key=0):
-    k1, k2 = jax.random.split(jax.random.PRNGKey(key))
-    return {"attn": _attn(key), "eta": jnp.asarray(0.7, jnp.float64),
-            "gamma": 1.0 + 0.2 * jax.random.normal(k2, (D,), jnp.float64)}
+def _model_params(seed=0):
+    rng = np.random.default_rng(seed + 1000)
+    return {"attn": _attn(seed), "eta": np.float64(0.7), "gamma": 1.0 + 0.2 * rng.standard_normal(D)}
 
 
 @jax.jit
-def _trajectory(params, key):
-    kc, kx = jax.random.split(key)
-    c = jax.random.normal(kc, (B, S, D), jnp.float64)
-    x0 = jax.random.normal(kx, (B, S, D), jnp.float64)
-    _, xs = rollout(STEP, params, x0, c, T, trajectory=True)
-    return xs, c
+def _rollout(params, x0, c):
+    return rollout(STEP, params, x0, c, T, trajectory=True)[1]
+
+
+def _trajectory(params, seed):
+    rng = np.random.default_rng(seed)
+    c, x0 = rng.standard_normal((B, S, D)), rng.standard_normal((B, S, D))
+    return _rollout(params, x0, c), c
 
 
 @jax.jit
@@ -154,7 +164,7 @@ def _sigma_all(params, xs, c):
 @pytest.fixture(scope="module")
 def setup():
     params = _model_params(1)
-    xs, c = _trajectory(params, jax.random.PRNGKey(8))
+    xs, c = _trajectory(params, 8)
     state = jacobian_penalty_init(xs[0], jax.random.PRNGKey(1), num_samples=len(STEPS))
     return params, xs, c, state
 
@@ -174,18 +184,14 @@ def test_jacobian_penalty_gradient_matches_finite_differences(setup):
     _, state = _jp(STEP, params, xs, c, state, num_iters=300, steps=STEPS, target=0.5)  # converged vectors
     grad = jax.jit(jax.grad(lambda p: jacobian_penalty(STEP, p, xs, c, state, num_iters=1, steps=STEPS)[0]))(params)
     # directional finite difference of the exact (dense-SVD) penalty, xs and c held fixed
-    exact = lambda p: jnp.mean((_sigma_all(p, xs, c)[np.array(STEPS)] - 1.0) ** 2)
-    leaves, treedef = jax.tree_util.tree_flatten(params)
-    keys = jax.random.split(jax.random.PRNGKey(9), len(leaves))
-    direction = jax.tree_util.tree_unflatten(treedef, [jax.random.normal(k, l.shape, l.dtype)
-                                                       for k, l in zip(keys, leaves)])
+    flat, unravel = ravel_pytree(params)
+    exact = jax.jit(lambda f: jnp.mean((_sigma_all(unravel(f), xs, c)[np.array(STEPS)] - 1.0) ** 2))
+    direction = np.random.default_rng(0).standard_normal(flat.shape)
     eps = 1e-6
-    shift = lambda s: jax.tree_util.tree_map(lambda p, d: p + s * d, params, direction)
-    fd = (exact(shift(eps)) - exact(shift(-eps))) / (2 * eps)
-    ad = sum(jnp.vdot(g, d) for g, d in zip(jax.tree_util.tree_leaves(grad), jax.tree_util.tree_leaves(direction)))
+    fd = (exact(flat + eps * direction) - exact(flat - eps * direction)) / (2 * eps)
+    ad = np.dot(np.asarray(ravel_pytree(grad)[0]), direction)
     np.testing.assert_allclose(ad, fd, rtol=1e-6)
-    # the attention weights alone (the bulk of the parameters) also match
-    assert float(jnp.linalg.norm(grad["attn"]["wq"])) > 0
+    assert float(jnp.linalg.norm(grad["attn"]["wq"])) > 0  # gradient reaches the attention weights
 
 
 def test_jacobian_penalty_warm_start_converges(setup):
@@ -200,13 +206,14 @@ def test_jacobian_penalty_warm_start_converges(setup):
 
 
 def test_jacobian_penalty_errors(setup):
-    params, xs, c, _ = setup
-    with pytest.raises(ValueError):  # more samples than steps
-        _jp(STEP, params, xs, c, jacobian_penalty_init(xs[0], jax.random.PRNGKey(0), T + 1))
-    with pytest.raises(ValueError):  # steps and slots disagree
-        _jp(STEP, params, xs, c, jacobian_penalty_init(xs[0], jax.random.PRNGKey(0), 1), steps=(0, 1))
-    with pytest.raises(ValueError):  # c not shaped like a state
-        _jp(STEP, params, xs, c[0], jacobian_penalty_init(xs[0], jax.random.PRNGKey(0), 1))
+    params, xs, c, state = setup  # state has K = 2 slots
+    too_many = state._replace(v=np.zeros((T + 1, B, S, D)), sigma=np.zeros((T + 1, B)), steps=np.zeros(T + 1, np.int32))
+    with pytest.raises(ValueError, match="distinct steps"):
+        jacobian_penalty(STEP, params, xs, c, too_many)
+    with pytest.raises(ValueError, match="vector slots"):
+        jacobian_penalty(STEP, params, xs, c, state, steps=(0, 1, 2))
+    with pytest.raises(ValueError, match="shaped like one state"):
+        jacobian_penalty(STEP, params, xs, c[0], state)
 
 
 # --- Energy penalties and orthogonal parametrization ----------------------------------------------
@@ -219,7 +226,9 @@ def test_r_e_matches_loops():
         assert m.shape == (D, D)
         ref += np.sum((m - m.T) ** 2)
     np.testing.assert_allclose(r_e_multi(attn), ref, rtol=1e-12)
-    single = init_attention(jax.random.PRNGKey(1), D, 1, dtype=jnp.float64)
+    rng = np.random.default_rng(1)
+    single = {"wq": rng.standard_normal((1, D, D)), "wk": rng.standard_normal((1, D, D)),
+              "wv": rng.standard_normal((1, D, D)), "wo": rng.standard_normal((1, D, D))}
     m = np.asarray(single["wv"][0]) @ np.asarray(single["wo"][0])
     np.testing.assert_allclose(r_e_single(single), np.sum((m - m.T) ** 2), rtol=1e-12)
     np.testing.assert_allclose(r_e_single(single), r_e_multi(single), rtol=1e-12)
@@ -232,14 +241,13 @@ def test_r_e_zero_for_symmetric_parametrizations():
     assert float(r_e_single(symmetric_single_head(jax.random.PRNGKey(0), D, dtype=jnp.float64))) < 1e-24
     assert float(r_e_multi(symmetric_multi_head(jax.random.PRNGKey(0), 8, 2, dtype=jnp.float64))) < 1e-24
     # single head with W^O: W^V = M W^O^{-1} with M symmetric makes W^V W^O = M symmetric
-    k1, k2 = jax.random.split(jax.random.PRNGKey(1))
-    m = jax.random.normal(k1, (D, D), jnp.float64)
-    wo = jax.random.normal(k2, (D, D), jnp.float64)
-    attn = {"wq": jnp.ones((1, D, D)), "wk": jnp.ones((1, D, D)),
-            "wv": ((m + m.T) @ jnp.linalg.inv(wo))[None], "wo": wo[None]}
+    rng = np.random.default_rng(1)
+    m, wo = rng.standard_normal((D, D)), rng.standard_normal((D, D))
+    attn = {"wq": np.ones((1, D, D)), "wk": np.ones((1, D, D)),
+            "wv": ((m + m.T) @ np.linalg.inv(wo))[None], "wo": wo[None]}
     assert float(r_e_single(attn)) < 1e-18
     # orthogonal W^V, W^O with W^O = W^V^T: each W^V_h W^O_h is a symmetric projector
-    a = jax.random.normal(jax.random.PRNGKey(2), (D, D), jnp.float64)
+    a = rng.standard_normal((D, D))
     vo = orthogonal_value_output(a, -a, H)
     attn = _attn() | vo
     assert float(r_e_multi(attn)) < 1e-24
@@ -249,26 +257,25 @@ def test_r_e_zero_for_symmetric_parametrizations():
 
 @pytest.mark.parametrize("method", ["cayley", "qr"])
 def test_orthogonal(method):
-    a = jax.random.normal(jax.random.PRNGKey(0), (D, D), jnp.float64)
+    rng = np.random.default_rng(0)
+    a, target, d = (rng.standard_normal((D, D)) for _ in range(3))
     q = orthogonal(a, method)
     np.testing.assert_allclose(q.T @ q, np.eye(D), atol=1e-12)
     np.testing.assert_allclose(q @ q.T, np.eye(D), atol=1e-12)
     batched = orthogonal(jnp.stack([a, 2 * a]), method)
     np.testing.assert_allclose(batched[0], q, atol=1e-12)
     # differentiable: the gradient of a smooth function matches finite differences
-    target = jax.random.normal(jax.random.PRNGKey(1), (D, D), jnp.float64)
-    loss = lambda a_: jnp.sum(orthogonal(a_, method) * target)
-    g = jax.grad(loss)(a)
+    loss = jax.jit(lambda a_: jnp.sum(orthogonal(a_, method) * target))
+    g = jax.jit(jax.grad(loss))(a)
     assert np.all(np.isfinite(g))
-    d = jax.random.normal(jax.random.PRNGKey(2), (D, D), jnp.float64)
     eps = 1e-6
     fd = (loss(a + eps * d) - loss(a - eps * d)) / (2 * eps)
     np.testing.assert_allclose(jnp.vdot(g, d), fd, rtol=1e-6)
 
 
 def test_orthogonal_cayley_properties():
-    a = jax.random.normal(jax.random.PRNGKey(3), (D, D), jnp.float64)
-    np.testing.assert_allclose(orthogonal(jnp.zeros((D, D))), np.eye(D), atol=1e-15)
+    a = np.random.default_rng(3).standard_normal((D, D))
+    np.testing.assert_allclose(orthogonal(np.zeros((D, D))), np.eye(D), atol=1e-15)
     np.testing.assert_allclose(orthogonal(-a), orthogonal(a).T, atol=1e-12)
 
 
@@ -304,13 +311,12 @@ def test_adapters(setup):
               jac.init(model, jax.random.PRNGKey(0)))  # the Jacobian state is a placeholder, redrawn on call
 
     @jax.jit
-    def loss(p, states):
+    def penalties(p, states):  # as inside a jitted train step
         m = _FakeModel(p)
         outs = [pen(m, st, aux) for pen, st in zip((spec, energy, jac), states)]
-        values = tuple(o[0] for o in outs)
-        return sum(values), (values, tuple(o[1] for o in outs))
+        return tuple(o[0] for o in outs), tuple(o[1] for o in outs)
 
-    (total, ((v_spec, v_energy, v_jac), new)), grad = jax.jit(jax.value_and_grad(loss, has_aux=True))(params, states)
+    (v_spec, v_energy, v_jac), new = penalties(params, states)
     np.testing.assert_allclose(v_spec, 1e-2 * _spec_reference(params["attn"]), rtol=1e-9)
     np.testing.assert_allclose(v_energy, 0.5 * r_e_multi(params["attn"]), rtol=1e-12)
     jstate = new[2]
@@ -318,7 +324,6 @@ def test_adapters(setup):
     assert int(jstate.steps[0]) < int(jstate.steps[1]) < T  # distinct, sorted
     ref = _sigma_all(params, xs, c)[np.asarray(jstate.steps)]
     np.testing.assert_allclose(v_jac, 3.0 * jnp.mean((ref - 1.0) ** 2), rtol=1e-8)
-    assert all(np.all(np.isfinite(x)) for x in jax.tree_util.tree_leaves(grad))
     assert not np.array_equal(jstate.key, states[2].key)  # the key advances
 
     fixed = JacobianPenalty(1.0, num_samples=2, like_shape=(B, S, D)).init(model, jax.random.PRNGKey(0))

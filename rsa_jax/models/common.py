@@ -167,7 +167,7 @@ class PhaseReadout(nnx.Module):
     def __init__(self, d: int, n: int, *, rngs: nnx.Rngs):
         self.n = n
         self.proj = nnx.Linear(d, d * n, use_bias=False, rngs=rngs)
-        self.bias = nnx.Param(jnp.zeros((d,)))
+        self.bias = nnx.Param(jnp.zeros((d,), jnp.float32))
 
     def features(self, x: jnp.ndarray) -> jnp.ndarray:
         return chunk_norm(self.proj(x), self.n)[..., 0] + self.bias[...]

@@ -26,6 +26,14 @@ from rsa_jax.train import Task, TrainConfig
 FALLBACK_TRAIN, FALLBACK_EVAL = 500, 200
 
 
+def sudoku_metrics(logits: jnp.ndarray, target: jnp.ndarray, given: jnp.ndarray):
+    """``(cell_acc, board_acc)`` of ``(B, 81, 9)`` logits: blank cells right, boards with all blanks right."""
+    right = jnp.argmax(logits, -1) == target
+    blank = ~given
+    cell_acc = jnp.sum(right & blank) / jnp.maximum(jnp.sum(blank), 1)
+    return cell_acc, jnp.mean(jnp.all(right | given, axis=-1))
+
+
 def sudoku_loss(model: SudokuModel, batch: dict, key: jax.Array, steps: int, *, trajectory: bool = False):
     """Cross-entropy over all 81 cells after ``steps`` updates, with batch accuracies.
 
@@ -49,10 +57,7 @@ def sudoku_loss(model: SudokuModel, batch: dict, key: jax.Array, steps: int, *, 
         x, xs = model.rollout(c, x0, steps), None
     logits = model.readout(x)
     loss = optax.softmax_cross_entropy_with_integer_labels(logits, target).mean()
-    right = jnp.argmax(logits, -1) == target
-    blank = ~given
-    cell_acc = jnp.sum(right & blank) / jnp.maximum(jnp.sum(blank), 1)
-    board_acc = jnp.mean(jnp.all(right | given, axis=-1))
+    cell_acc, board_acc = sudoku_metrics(logits, target, given)
     aux = {"c": c, "x0": x0, "x": x}
     if trajectory:
         aux["trajectory"] = xs

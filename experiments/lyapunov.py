@@ -1,0 +1,173 @@
+"""Lyapunov exponents of Sudoku ItrSA maps (appendix B.3, Figs. 5 / S.1): max and mean LE under sweeps.
+
+For each model and each setting, the exponents ``lambda_i = (1/T) ln sigma_i(d f^T / d X0)`` of the
+T-fold composition of one ItrSA step are computed at X0 of a SATNet test puzzle
+(``rsa_jax.lyapunov.lyapunov_spectrum``: full spectrum with one Ritz sweep by default, which is the
+B.3 definition exactly; ``--k`` for the leading k only). Reported per model and setting:
+
+* max LE: the largest exponent;
+* mean LE: the mean over the non-null exponents. A normalized model (Pi / RMSNorm per token) has one
+  null (radial) direction per token, reported by the library at ``NULL_FLOOR`` and excluded, so the
+  mean is over ``M = S (D - 1)`` exponents (``S = 81``); unnormalized models average all ``S D``.
+  With ``--k`` the mean is over the leading k only (not the paper's mean LE).
+
+Models (``--models``; untrained unless ``--checkpoint``; the paper used fully trained normalized
+models and models without normalization / symmetric SA trained for one epoch):
+
+* ``none``, ``pi``, ``rmsnorm``: ``SudokuModel(ModelConfig(kind="itrsa", norm=...))``;
+* ``symmetric``: the ``rmsnorm`` model whose attention parameters are replaced by the generalized
+  symmetric (energy) parametrization ``rsa_jax.attention.symmetric_multi_head(key, D, H)`` (Prop. 4.2:
+  ``W^V_h = A_h`` symmetric, no ``W^O``, no biases); ``--symmetric-norm`` picks its normalization.
+
+Untrained models use an additive position embedding (``position="embedding"``) so that all four
+share the conditioning ``C`` (GTA angles do not fit the symmetric parametrization's ``D_V = D``).
+
+Sweeps (each flag takes one or more values; all combinations are run):
+
+* ``--scale s``: the composition starts from ``s * X0``;
+* ``--eta``: overrides the learned step size eta;
+* ``--wv-norm``: rescales all ``W^V_h`` by one factor so that the concatenated ``W^V`` (``D x H D_V``)
+  has this *spectral* norm; ``--wo-norm`` likewise for the concatenated ``W^O`` (``H D_V x D``;
+  not applicable to ``symmetric``, which has no ``W^O``);
+* ``--heads``: H of the (untrained) models; ``--T``: horizon.
+
+Outputs: ``lyapunov.json`` (every setting with max/mean LE and the spectrum), ``lyapunov.png``
+(max and mean LE vs the first swept variable with several values, one line per model) under
+``--out``; a table on stdout. ``python -m experiments.lyapunov --scale 2.0`` runs in well under a
+minute on a CPU (D = 16, full spectrum of n = 1296).
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import time
+
+import jax
+import jax.numpy as jnp
+import matplotlib.pyplot as plt
+import numpy as np
+from flax import nnx
+
+from experiments.common import announce, make_parser, parse, print_table, save_figure, save_json
+from rsa_jax.attention import symmetric_multi_head
+from rsa_jax.data.sudoku import load_or_generate, to_model_inputs
+from rsa_jax.dynamics import itrsa_step
+from rsa_jax.lyapunov import lyapunov_spectrum, max_lyapunov, mean_lyapunov, null_directions
+from rsa_jax.models.sudoku import ModelConfig, SudokuModel
+
+SWEEPS = ("scale", "eta", "wv_norm", "wo_norm", "heads", "T")
+
+
+def rescale(w: jnp.ndarray, target: float | None, axis: int) -> jnp.ndarray:
+    """Scales per-head blocks ``w`` so that their concatenation along ``axis`` has spectral norm ``target``."""
+    if target is None:
+        return w
+    full = jnp.concatenate(list(w), axis=axis)
+    return w * (target / jnp.linalg.norm(full.astype(jnp.float32), ord=2))
+
+
+def build(kind: str, args, heads: int, checkpoint: str | None = None):
+    """``(label, step, params, model, null_chunk)`` for one model kind (or a trained checkpoint)."""
+    if checkpoint:
+        from rsa_jax.train import load_model
+
+        model, _ = load_model(checkpoint)
+        cfg = model.config
+        step, params = model.pure_step()
+        return f"ckpt:{cfg.kind}-{cfg.norm}", step, params, model, (cfg.norm, cfg.state_chunk)
+    norm = args.symmetric_norm if kind == "symmetric" else kind
+    cfg = ModelConfig(kind="itrsa", d=args.d, heads=heads, n=args.n, norm=norm, position="embedding")
+    model = SudokuModel(cfg, rngs=nnx.Rngs(args.seed))
+    step, params = model.pure_step()
+    if kind == "symmetric":
+        params = dict(params, attn=symmetric_multi_head(jax.random.PRNGKey(args.seed), args.d, heads))
+        step = functools.partial(itrsa_step, norm=norm)
+    return kind, step, params, model, (norm, None)
+
+
+def spectra(step, params, c, x0, T, args):
+    """Exponents ``(B, k)`` for a batch of puzzles, vmapped and jitted."""
+    def one(x, cc):
+        return lyapunov_spectrum(lambda y: step(params, y, cc), x, T, args.k, sweeps=args.sweeps).exponents
+
+    return jax.jit(jax.vmap(one))(x0, c)
+
+
+def main(argv=None):
+    p = make_parser("lyapunov", __doc__)
+    p.add_argument("--models", nargs="+", default=["none", "pi", "rmsnorm", "symmetric"],
+                   choices=["none", "pi", "rmsnorm", "symmetric"], help="untrained model kinds (default: all four)")
+    p.add_argument("--checkpoint", nargs="+", default=None,
+                   help="run directories of rsa_jax.train; if given, these trained models replace --models")
+    p.add_argument("--d", type=int, default=16, help="width D of untrained models (default 16; paper 512)")
+    p.add_argument("--n", type=int, default=4, help="oscillator size N of the readout (default 4)")
+    p.add_argument("--symmetric-norm", default="rmsnorm", choices=["none", "pi", "rmsnorm"],
+                   help="normalization of the symmetric model (default rmsnorm)")
+    p.add_argument("--samples", type=int, default=1, help="SATNet test puzzles (default 1, as in the paper)")
+    p.add_argument("--k", type=int, default=None, help="leading exponents only (default: full spectrum)")
+    p.add_argument("--sweeps", type=int, default=None,
+                   help="refinement sweeps of lyapunov_spectrum (default 1 for the full spectrum, 10 with --k)")
+    p.add_argument("--scale", type=float, nargs="+", default=[1.0], help="X0 multiplier(s) (default 1)")
+    p.add_argument("--eta", type=float, nargs="+", default=[None], help="step size(s) eta (default: the model's)")
+    p.add_argument("--wv-norm", type=float, nargs="+", default=[None], help="spectral norm(s) of W^V (default: as is)")
+    p.add_argument("--wo-norm", type=float, nargs="+", default=[None], help="spectral norm(s) of W^O (default: as is)")
+    p.add_argument("--heads", type=int, nargs="+", default=[4], help="attention heads H of untrained models (default 4)")
+    p.add_argument("--T", type=int, nargs="+", default=[16], help="horizon(s) T (default 16, as in the paper)")
+    p.add_argument("--data-dir", default=None, help="Sudoku data folder (default: rsa_jax.data.sudoku's)")
+    args = parse(p, argv)
+    args.sweeps = (1 if args.k is None else 10) if args.sweeps is None else args.sweeps
+    dtype = jnp.float64 if args.float64 else jnp.float32
+
+    data = load_or_generate("satnet_test", args.data_dir, n_fallback=max(args.samples, 1), limit=args.samples)
+    inp = to_model_inputs(data)
+    digits, given = jnp.asarray(inp["digits"][:args.samples]), jnp.asarray(inp["given"][:args.samples])
+    sources = [(None, path) for path in args.checkpoint] if args.checkpoint else [(m, None) for m in args.models]
+
+    records, rows = [], []
+    for (kind, ckpt), heads in itertools.product(sources, args.heads if not args.checkpoint else [None]):
+        label, step, base, model, (norm, chunk) = build(kind, args, heads, ckpt)
+        c, x0 = model.condition(digits, given, jax.random.PRNGKey(args.seed))
+        c, x0 = c.astype(dtype), x0.astype(dtype)
+        num_null = null_directions(x0.shape[1:], chunk, norm) if args.k is None else 0
+        for scale, eta, wv, wo, T in itertools.product(args.scale, args.eta, args.wv_norm, args.wo_norm, args.T):
+            if wo is not None and "wo" not in base["attn"]:
+                continue
+            attn = dict(base["attn"], wv=rescale(base["attn"]["wv"], wv, -1))
+            if "wo" in attn:
+                attn["wo"] = rescale(attn["wo"], wo, 0)
+            params = dict(base, attn=attn, **({} if eta is None else {"eta": jnp.asarray(eta)}))
+            t0 = time.perf_counter()
+            ex = spectra(step, params, c, scale * x0, T, args)
+            mx, mn = np.asarray(max_lyapunov(ex, num_null)), np.asarray(mean_lyapunov(ex, num_null))
+            rec = {"model": label, "heads": int(params["attn"]["wq"].shape[0]), "scale": scale,
+                   "eta": float(params["eta"]), "wv_norm": wv, "wo_norm": wo, "T": T, "num_null": num_null,
+                   "max_le": mx.mean(), "mean_le": mn.mean(), "max_le_per_sample": mx, "mean_le_per_sample": mn,
+                   "seconds": time.perf_counter() - t0, "exponents": np.asarray(ex)}
+            records.append(rec)
+            rows.append([label, rec["heads"], scale, rec["eta"], "-" if wv is None else wv, "-" if wo is None else wo,
+                         T, ex.shape[-1] - num_null, rec["max_le"], rec["mean_le"], rec["seconds"]])
+            print(f"{label}: max LE {rec['max_le']:+.4f}, mean LE {rec['mean_le']:+.4f} ({rec['seconds']:.1f}s)",
+                  flush=True)
+    print()
+    print_table(rows, ["model", "H", "scale", "eta", "|W^V|_2", "|W^O|_2", "T", "M", "max LE", "mean LE", "s"])
+
+    swept = [s for s in SWEEPS if len({str(r[s]) for r in records}) > 1] or ["scale"]
+    x = swept[0]
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.6))
+    for ax, stat in zip(axes, ("max_le", "mean_le")):
+        for label in dict.fromkeys(r["model"] for r in records):
+            pts = sorted((r[x], r[stat]) for r in records if r["model"] == label and r[x] is not None)
+            if pts:
+                ax.plot(*zip(*pts), "o-", label=label)
+        ax.axhline(0.0, color="gray", lw=0.8)
+        ax.set(xlabel=x, ylabel=stat.replace("_le", " LE"), title=f"{stat.replace('_le', ' LE')} vs {x}")
+    axes[0].legend(fontsize=8)
+    if len(swept) > 1:
+        fig.suptitle(f"also varied: {', '.join(swept[1:])} (points overlap)", fontsize=8)
+    out = {"config": vars(args), "num_samples": int(digits.shape[0]), "data": data.name, "records": records}
+    announce([save_json(out, args.out / "lyapunov.json"), save_figure(fig, args.out / "lyapunov.png")])
+
+
+if __name__ == "__main__":
+    main()

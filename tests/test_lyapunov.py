@@ -1,0 +1,184 @@
+"""Tests for rsa_jax.lyapunov against maps with known exponents and the dense B.3 definition."""
+
+import jax
+
+jax.config.update("jax_enable_x64", True)
+
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+from rsa_jax.dynamics import iterate, itrsa_step  # noqa: E402
+from rsa_jax.lyapunov import (NULL_FLOOR, LyapunovResult, lyapunov_exact, lyapunov_spectrum,  # noqa: E402
+                              max_lyapunov, mean_lyapunov, null_directions)
+from rsa_jax.ops import omega_rotation, pi  # noqa: E402
+
+S, D, H, T_SMALL = 4, 8, 2, 3
+
+
+def _normal(seed, shape):
+    """Gaussian test data from NumPy (keeps jax.random compilations out of the suite)."""
+    return jnp.asarray(np.random.default_rng(seed).standard_normal(shape))
+
+
+def spectrum(f, x0, T, **kw):
+    return jax.jit(lambda x: lyapunov_spectrum(f, x, T, **kw))(x0)
+
+
+# --- maps with known exponents -------------------------------------------------------------
+
+def test_logistic_map_is_ln2():
+    f = lambda x: 4.0 * x * (1.0 - x)
+    res = spectrum(f, jnp.array([0.3]), 2000, return_history=True)
+    assert isinstance(res, LyapunovResult)
+    assert res.exponents.shape == (1,) and res.history.shape == (2000, 1)
+    assert abs(float(res.exponents[0]) - np.log(2.0)) < 0.02
+    np.testing.assert_allclose(res.history[-1], res.exponents, rtol=1e-12)
+
+
+def test_henon_sum_exact_and_largest():
+    a, b = 1.4, 0.3
+    f = lambda z: jnp.stack([1.0 - a * z[0] ** 2 + z[1], b * z[0]])
+    starts = jnp.array([(0.1, 0.1), (0.0, 0.0), (0.5, 0.1), (-0.2, 0.1)])
+    ex = jax.jit(jax.vmap(lambda z: lyapunov_spectrum(f, iterate(f, z, 100), 2000).exponents))(starts)
+    np.testing.assert_allclose(ex.sum(-1), np.log(b), atol=1e-10)  # ln|det J| = ln b at every step
+    assert abs(float(ex[:, 0].mean()) - 0.419) < 0.02
+    assert np.all(np.abs(ex[:, 0] - 0.419) < 0.03)
+
+
+def _orthogonal(seed, n):
+    q, _ = np.linalg.qr(np.random.default_rng(seed).standard_normal((n, n)))
+    return q
+
+
+def test_symmetric_linear_map_exact_for_any_T():
+    eig = np.array([2.0, 1.0, 0.5, -0.3])
+    v = _orthogonal(0, 4)
+    a = jnp.asarray(v @ np.diag(eig) @ v.T)
+    f = lambda x: a @ x
+    x0 = jnp.ones(4)
+    want = np.sort(np.log(np.abs(eig)))[::-1]
+    np.testing.assert_allclose(lyapunov_exact(f, x0, 5), want, atol=1e-12)
+    np.testing.assert_allclose(spectrum(f, x0, 5, sweeps=1).exponents, want, atol=1e-12)
+    # the classical estimator (no sweeps) only converges, like 1/T
+    res = spectrum(f, x0, 400, return_history=True)
+    err = np.max(np.abs(res.history - want), axis=-1)
+    assert err[-1] < 0.02 and err[-1] < err[9] / 10
+
+
+def test_non_normal_linear_map_converges():
+    eig = np.array([1.5, 1.0, 0.8, -0.6])
+    vm = np.eye(4) + np.triu(np.random.default_rng(1).standard_normal((4, 4)), 1) * 2.0
+    a = jnp.asarray(vm @ np.diag(eig) @ np.linalg.inv(vm))
+    f = lambda x: a @ x
+    x0 = jnp.ones(4) * 1e-3
+    want = np.sort(np.log(np.abs(eig)))[::-1]
+    e_short = np.max(np.abs(lyapunov_exact(f, x0, 4) - want))
+    e_long = np.max(np.abs(lyapunov_exact(f, x0, 12) - want))  # sigma range in reach
+    e_qr = np.max(np.abs(spectrum(f, x0, 400).exponents - want))
+    assert e_short > 0.05  # finite-T exponents of a non-normal map differ from ln|eig|
+    assert e_long < e_short and e_qr < 0.02
+
+
+@pytest.mark.parametrize("n_osc", [None, 4])
+def test_a5_rotation_normalized_vs_not(n_osc):
+    eta, w = 0.7, 0.9
+    x0 = pi(_normal(3, (3, 8)), n_osc)
+    rot = lambda x: x + eta * omega_rotation(x, w)
+    nulls = null_directions(x0.shape, n_osc, "pi")
+    assert nulls == (3 if n_osc is None else 6)
+    ex = spectrum(lambda x: pi(rot(x), n_osc), x0, 20).exponents
+    assert float(max_lyapunov(ex, nulls)) <= 1e-9
+    assert int(jnp.sum(ex == NULL_FLOOR)) == nulls
+    ex_free = spectrum(rot, x0, 20).exponents
+    np.testing.assert_allclose(ex_free, np.log(np.sqrt(1 + eta**2 * w**2)), atol=1e-12)
+    exact = lyapunov_exact(lambda x: pi(rot(x), n_osc), x0, 5)
+    np.testing.assert_allclose(max_lyapunov(exact, nulls), 0.0, atol=1e-12)
+    assert int(jnp.sum(exact == NULL_FLOOR)) == nulls
+
+
+# --- QR method vs the dense definition on a small ItrSA ----------------------------------------
+
+def _itrsa(norm):
+    attn = {name: _normal(seed, shape) / np.sqrt(D) for seed, (name, shape) in enumerate(
+        [("wq", (H, D, D // H)), ("wk", (H, D, D // H)), ("wv", (H, D, D // H)), ("wo", (H, D // H, D))])}
+    params = {"attn": attn, "eta": 1.0,
+              "gamma": 0.5 + jnp.linspace(0.0, 1.0, D)}
+    c, x0 = _normal(2, (S, D)), _normal(3, (S, D))
+    x0 = x0 if norm == "none" else pi(x0)
+    return (lambda x: itrsa_step(params, x, c, norm=norm)), x0
+
+
+@pytest.fixture(scope="module", params=["none", "pi"])
+def itrsa_case(request):
+    f, x0 = _itrsa(request.param)
+    return request.param, f, x0, lyapunov_exact(f, x0, T_SMALL)
+
+
+@pytest.mark.parametrize("reorth_every", [1, 2])
+def test_full_spectrum_matches_exact(itrsa_case, reorth_every):
+    norm, f, x0, exact = itrsa_case
+    res = spectrum(f, x0, T_SMALL, sweeps=1, reorth_every=reorth_every)
+    np.testing.assert_allclose(res.exponents, exact, atol=1e-9)
+    if reorth_every == 1 and norm == "none":
+        # the classical estimator differs at finite T, but its sum (ln|det| / T) is exact
+        classic = spectrum(f, x0, T_SMALL).exponents
+        assert np.max(np.abs(classic - exact)) > 0.1
+        np.testing.assert_allclose(classic.sum(), exact.sum(), atol=1e-9)
+
+
+def test_leading_k_matches_exact(itrsa_case):
+    _, f, x0, exact = itrsa_case
+    res = spectrum(f, x0, T_SMALL, k=3, sweeps=30)
+    assert res.exponents.shape == (3,)
+    np.testing.assert_allclose(res.exponents, exact[:3], atol=1e-8)
+
+
+def test_reorth_every_does_not_change_result():
+    f, x0 = _itrsa("pi")
+    T = 5  # 2 does not divide 5: exercises the remainder block
+    r1 = spectrum(f, x0, T, k=6, return_history=True)
+    r2 = spectrum(f, x0, T, k=6, reorth_every=2, return_history=True)
+    np.testing.assert_allclose(r1.exponents, r2.exponents, atol=1e-10)
+    assert r1.history.shape == (5, 6) and r2.history.shape == (3, 6)
+    np.testing.assert_allclose(r2.history[-1], r2.exponents, atol=1e-12)
+
+
+# --- null directions ---------------------------------------------------------------------
+
+@pytest.mark.parametrize("norm", ["pi", "rmsnorm"])
+def test_normalized_itrsa_has_exactly_S_nulls(norm):
+    f, x0 = _itrsa(norm)
+    nulls = null_directions(x0.shape, None, norm)
+    assert nulls == S and null_directions(x0.shape, None, "none") == 0
+    assert null_directions((S, D), 4, "pi") == S * D // 4
+    for ex in (spectrum(f, x0, T_SMALL, sweeps=int(norm == "pi")).exponents, lyapunov_exact(f, x0, T_SMALL)):
+        assert int(jnp.sum(ex == NULL_FLOOR)) == S
+        assert float(ex[-S - 1]) > NULL_FLOOR + 10
+        kept = np.asarray(ex[:S * (D - 1)])
+        np.testing.assert_allclose(mean_lyapunov(ex, nulls), kept.mean(), rtol=1e-12)
+        assert float(max_lyapunov(ex, nulls)) == float(ex[0])
+    with pytest.raises(ValueError):
+        mean_lyapunov(ex, S * D)
+
+
+def test_vmap_over_batch_equals_loop():
+    f, _ = _itrsa("rmsnorm")
+    xs = pi(_normal(7, (3, S, D)))
+    run = lambda x: lyapunov_spectrum(f, x, 4, k=5, sweeps=2).exponents
+    batched = jax.jit(jax.vmap(run))(xs)
+    single = jax.jit(run)
+    looped = jnp.stack([single(x) for x in xs])
+    np.testing.assert_allclose(batched, looped, atol=1e-10)
+    np.testing.assert_allclose(max_lyapunov(batched), batched[:, 0])
+    assert mean_lyapunov(batched).shape == (3,)
+
+
+def test_argument_checks():
+    f = lambda x: 2.0 * x
+    with pytest.raises(ValueError):
+        lyapunov_spectrum(f, jnp.ones(3), 4, k=4)
+    with pytest.raises(ValueError):
+        lyapunov_spectrum(f, jnp.ones(3), 0)
+    with pytest.raises(ValueError):
+        null_directions((4, 8), None, "layernorm")

@@ -1,0 +1,292 @@
+"""Tests of rsa_jax.train (+ rsa_jax.tasks.sudoku): loss decrease, exact resume, divergence, loading, CLI."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from rsa_jax.data.sudoku import load_or_generate, to_model_inputs
+from rsa_jax.models.sudoku import ModelConfig
+from rsa_jax.tasks.sudoku import sudoku_metrics, sudoku_task
+from rsa_jax.train import (Task, TrainConfig, TrainingDiverged, add_dataclass_args, dataclass_from_args,
+                           ema_update, load_model, split_model, train)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _fast_compiles(tmp_path_factory):
+    """Compile cache shared by the repeated train() calls (each builds a fresh jitted step with the
+    same HLO), and the non-partitionable threefry PRNG, whose CPU compile is several times faster.
+    Both only change speed / which random numbers are drawn, not what is tested; restored after."""
+    names = ("jax_compilation_cache_dir", "jax_persistent_cache_min_compile_time_secs",
+             "jax_persistent_cache_min_entry_size_bytes", "jax_threefry_partitionable")
+    old = {n: getattr(jax.config, n) for n in names}
+    jax.config.update("jax_compilation_cache_dir", str(tmp_path_factory.mktemp("jax_cache")))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+    jax.config.update("jax_threefry_partitionable", False)
+    yield
+    for n, v in old.items():
+        jax.config.update(n, v)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _float32():
+    """The trainer runs in float32 (the paper's precision); tests/conftest.py turns on x64."""
+    with jax.enable_x64(False):
+        yield
+
+
+def tiny_cfg(out, **kw) -> TrainConfig:
+    base = dict(model=ModelConfig(kind="akorn", d=16, heads=2, n=4), t_train=2, batch_size=8, epochs=2,
+                lr=1e-2, ema_every=1, ema_after=1, checkpoint_every=3, log_every=2, progress=False, out=str(out))
+    return TrainConfig(**{**base, **kw})
+
+
+@pytest.fixture(scope="module")
+def puzzles():
+    return load_or_generate("satnet_train", n_fallback=32, limit=32, warn=False)
+
+
+def tree_equal(a, b):
+    la, lb = jax.tree.leaves(a), jax.tree.leaves(b)
+    assert len(la) == len(lb) > 0
+    for x, y in zip(la, lb):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+# ------------------------------------------------------------------------------------ Sudoku
+def test_sudoku_loss_decreases_on_fixed_batch(tmp_path, puzzles):
+    cfg = tiny_cfg(tmp_path, epochs=1, log_every=1, checkpoint_every=0)
+    task = sudoku_task(cfg, puzzles, puzzles)
+    batch = to_model_inputs(puzzles.subset(slice(0, 8)))
+    fixed = dataclasses.replace(task, train_batches=lambda epoch: iter([batch] * 25), steps_per_epoch=25)
+    _, history = train(cfg, fixed)
+    losses = [r["loss"] for r in history if "loss" in r]
+    assert len(losses) == 25
+    assert np.mean(losses[-5:]) < np.mean(losses[:5]) - 0.05, losses
+    assert {"cell_acc", "board_acc", "grad_norm", "total_loss"} <= set(history[0])
+
+
+class Killed(Exception):
+    pass
+
+
+def killing(task, at_step, spe):
+    """The task, raising Killed instead of yielding the batch of (1-based) step ``at_step``."""
+    def batches(epoch):
+        for i, b in enumerate(task.train_batches(epoch)):
+            if epoch * spe + i + 1 == at_step:
+                raise Killed(at_step)
+            yield b
+    return dataclasses.replace(task, train_batches=batches)
+
+
+@pytest.fixture(scope="module")
+def reference_run(tmp_path_factory, puzzles):
+    """Uninterrupted run of 2 epochs x 4 steps; returns (cfg, model, history, checkpointed state)."""
+    out = tmp_path_factory.mktemp("ref")
+    cfg = tiny_cfg(out)
+    task = sudoku_task(cfg, puzzles, puzzles)
+    assert task.steps_per_epoch == 4
+    model, history = train(cfg, task)
+    return cfg, task, model, history
+
+
+def _final_state(out):
+    """(latest step, raw restored items) of a run directory."""
+    import orbax.checkpoint as ocp
+    items = ("params", "ema_params", "opt_state", "misc")
+    m = ocp.CheckpointManager((Path(out) / "checkpoints").resolve())
+    try:
+        step = m.latest_step()
+        r = m.restore(step, args=ocp.args.Composite(**{k: ocp.args.StandardRestore() for k in items}))
+        return step, {k: r[k] for k in items}
+    finally:
+        m.close()
+
+
+def test_resume_is_exact(tmp_path, reference_run):
+    cfg_ref, task, model_ref, hist_ref = reference_run
+    step_ref, state_ref = _final_state(Path(cfg_ref.out))
+    assert step_ref == 8
+
+    # (a) stopped by max_steps mid-epoch (step 5 = epoch 1, batch 1), then resumed
+    cfg = dataclasses.replace(cfg_ref, out=str(tmp_path / "a"), max_steps=5)
+    train(cfg, task)
+    assert _final_state(tmp_path / "a")[0] == 5
+    model_a, hist_a = train(dataclasses.replace(cfg, max_steps=None), task)
+    # (b) killed while fetching the batch of step 6: last checkpoint is step 3 (epoch 0, batch 3)
+    cfg = dataclasses.replace(cfg_ref, out=str(tmp_path / "b"))
+    with pytest.raises(Killed):
+        train(cfg, killing(task, 6, 4))
+    assert _final_state(tmp_path / "b")[0] == 3
+    model_b, hist_b = train(cfg, task)
+
+    strip = lambda h: [{k: v for k, v in r.items() if k != "time"} for r in h]
+    for out, model, hist in ((tmp_path / "a", model_a, hist_a), (tmp_path / "b", model_b, hist_b)):
+        step, state = _final_state(out)
+        assert step == 8
+        tree_equal(state, state_ref)
+        tree_equal(nnx.state(model), nnx.state(model_ref))
+        assert strip(json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines()) == strip(hist)
+    # every step is in exactly one record: the killed run's history is the reference's; the stopped
+    # run has one more record, at its stop (step 5), which splits the reference's window 5-6
+    assert strip(hist_b) == strip(hist_ref)
+    assert [r["step"] for r in hist_a] == sorted([r["step"] for r in hist_ref] + [5])
+    assert strip(hist_a[:3]) == strip(hist_ref[:3]) and strip(hist_a[-1:]) == strip(hist_ref[-1:])
+
+
+def test_finished_run_is_loaded_not_retrained(reference_run):
+    cfg, task, model_ref, hist_ref = reference_run
+
+    def boom(epoch):
+        raise AssertionError("a finished run must not fetch training data")
+    model, hist = train(cfg, dataclasses.replace(task, train_batches=boom))
+    tree_equal(nnx.state(model), nnx.state(model_ref))
+    assert hist == hist_ref
+
+
+def test_load_model_round_trip(reference_run):
+    cfg, _, model_ref, _ = reference_run
+    model, cfg2 = load_model(cfg.out)
+    assert cfg2 == cfg
+    assert model.config == cfg.model
+    tree_equal(nnx.state(model), nnx.state(model_ref))
+    # the EMA (not the raw parameters) is what is loaded
+    _, state = _final_state(Path(cfg.out))
+    tree_equal(split_model(model)[1], state["ema_params"])
+
+
+# -------------------------------------------------------------------------- toy regression task
+class Lin(nnx.Module):
+    def __init__(self, rngs):
+        self.w = nnx.Param(jax.random.normal(rngs.params(), (3,)))
+
+
+def toy_task(poison_step=None, spe=4):
+    """Linear regression; the batch of (1-based) step ``poison_step`` makes the loss NaN."""
+    def batches(epoch):
+        for i in range(spe):
+            r = np.random.default_rng([epoch, i])
+            x = r.normal(size=(5, 3)).astype(np.float32)
+            yield {"x": x, "y": x @ np.array([1.0, -2.0, 0.5], np.float32),
+                   "poison": np.float32(epoch * spe + i + 1 == poison_step)}
+
+    def loss_fn(model, batch, key):
+        loss = jnp.mean((batch["x"] @ model.w[...] - batch["y"]) ** 2)
+        loss = jnp.where(batch["poison"] > 0, jnp.nan, loss)
+        return loss, {"aux": {"w": model.w[...]}}
+
+    return Task(init_model=lambda rngs: Lin(rngs), loss_fn=loss_fn, train_batches=batches, steps_per_epoch=spe,
+                name="toy")
+
+
+def test_divergence_raises_and_keeps_last_good_checkpoint(tmp_path):
+    cfg = TrainConfig(epochs=3, lr=1e-2, checkpoint_every=2, log_every=100, progress=False, out=str(tmp_path))
+    with pytest.raises(TrainingDiverged, match="step 7") as e:
+        train(cfg, toy_task(poison_step=7))
+    assert e.value.step == 7 and e.value.last_checkpoint == 6
+    step, state = _final_state(tmp_path)
+    assert step == 6
+    assert all(np.all(np.isfinite(np.asarray(l))) for l in jax.tree.leaves(state))
+    # resuming from the good checkpoint with clean data finishes
+    model, _ = train(cfg, toy_task())
+    assert np.all(np.isfinite(np.asarray(model.w[...])))
+
+
+def test_lr_explosion_diverges(tmp_path):
+    cfg = TrainConfig(epochs=2, lr=1e30, grad_clip=0.0, checkpoint_every=0, progress=False, out=str(tmp_path))
+    with pytest.raises(TrainingDiverged) as e:
+        train(cfg, toy_task())
+    assert 1 < e.value.step <= 8 and e.value.last_checkpoint is None
+
+
+class CountingPenalty:
+    """lambda ||w||^2 with a state counting its calls (stands in for power-iteration vectors)."""
+    name = "l2"
+
+    def __init__(self, lam):
+        self.lam = lam
+
+    def init(self, model, key):
+        return {"calls": jnp.zeros(()), "v": jax.random.normal(key, (3,))}
+
+    def __call__(self, model, state, aux):
+        value = self.lam * jnp.sum(aux["w"] ** 2)
+        return value, {"calls": state["calls"] + 1, "v": state["v"]}
+
+
+def test_penalty_hook_and_state_resume(tmp_path):
+    cfg = TrainConfig(epochs=2, lr=1e-2, checkpoint_every=3, log_every=1, progress=False, out=str(tmp_path / "p"))
+    pen = (CountingPenalty(0.5),)
+    model, hist = train(cfg, toy_task(), penalties=pen)
+    rec = hist[0]
+    assert rec["total_loss"] == pytest.approx(rec["loss"] + rec["penalty/l2"], rel=1e-6)
+    _, state = _final_state(tmp_path / "p")
+    assert float(state["misc"]["extra"][0]["calls"]) == 8
+    # killed at step 5, resumed from step 3: same final state, counter included
+    cfg2 = dataclasses.replace(cfg, out=str(tmp_path / "q"))
+    with pytest.raises(Killed):
+        train(cfg2, killing(toy_task(), 5, 4), penalties=pen)
+    train(cfg2, toy_task(), penalties=pen)
+    tree_equal(_final_state(tmp_path / "q")[1], state)
+
+
+def test_ema_matches_ema_pytorch_schedule():
+    """ema_pytorch.EMA(beta, update_every, update_after_step), power 2/3, inv_gamma 1, written out."""
+    beta, every, after, power = 0.9, 3, 4, 2 / 3
+    rng = np.random.default_rng(0)
+    ema = params = np.zeros(2)
+    ema_j = jnp.zeros(2)
+    for step in range(20):
+        params = rng.normal(size=2)
+        if step % every == 0:
+            if step <= after:
+                ema = params.copy()
+            else:
+                epoch = step - after
+                d = min(beta, 1 - (1 + epoch) ** -power)
+                ema = d * ema + (1 - d) * params
+        ema_j = ema_update(ema_j, jnp.asarray(params, jnp.float32), step, decay=beta, every=every, after=after,
+                           power=power)
+        np.testing.assert_allclose(ema_j, ema, rtol=1e-6, atol=1e-7)
+
+
+# ------------------------------------------------------------------------------------- CLI
+def test_cli_dataclass_parsing():
+    parser = add_dataclass_args(argparse.ArgumentParser(), TrainConfig, exclude=("seed",))
+    args = parser.parse_args(["--lr", "1e-4", "--model-d", "32", "--model-heads", "4", "--model-norm-n", "none",
+                              "--max-steps", "7", "--no-progress", "--data-dir", "/x", "--model-fused"])
+    base = TrainConfig(model=ModelConfig(kind="itrsa", d=64, heads=2), epochs=3)
+    cfg = dataclass_from_args(args, TrainConfig, base)
+    assert cfg.lr == 1e-4 and cfg.max_steps == 7 and cfg.progress is False and cfg.data_dir == "/x"
+    assert cfg.epochs == 3                                    # untouched flags keep the base values
+    assert cfg.model == ModelConfig(kind="itrsa", d=32, heads=4, norm_n=None, fused=True)
+    assert dataclass_from_args(parser.parse_args(["--lr", "none"]), TrainConfig).lr is None
+    assert dataclass_from_args(parser.parse_args([]), TrainConfig, base) == base
+    text = parser.format_help()
+    for flag in ("--model-kind", "--matmul-precision", "--ema-decay", "--checkpoint-every", "--batch-size"):
+        assert flag in text
+    assert "--seed" not in text
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--model-d", "abc"])
+
+
+def test_sudoku_batch_metrics_on_known_logits():
+    target = np.array([[0, 1, 2, 3], [4, 5, 6, 7]])
+    given = np.array([[True, False, False, False], [False, False, True, True]])
+    pred = target.copy()
+    pred[0, 0] = 8      # wrong but given: ignored
+    pred[1, 1] = 0      # wrong blank cell
+    logits = jax.nn.one_hot(pred, 9)
+    cell, board = sudoku_metrics(logits, jnp.asarray(target), jnp.asarray(given))
+    assert float(cell) == pytest.approx(4 / 5)
+    assert float(board) == pytest.approx(0.5)
