@@ -133,7 +133,7 @@ def omega_rotation(x: jnp.ndarray, w: jnp.ndarray | float) -> jnp.ndarray:
     """
     d = x.shape[-1]
     if d % 2:
-        raise ValueError(f"Omega pairs channels: D={d} must be even")
+        raise ValueError(f"Omega pairs channels: D={d} must be even (input shape {x.shape})")
     xp = x.reshape(*x.shape[:-1], d // 2, 2)
     rot = jnp.stack([xp[..., 1], -xp[..., 0]], axis=-1)
     w = jnp.asarray(w, x.dtype)

@@ -68,6 +68,7 @@ def multi(tmp_path_factory, puzzles):
 PENALTIES = (SpecPenalty(1e-2),)
 
 
+@pytest.mark.slow
 def test_multiseed_equals_single_seed_runs(tmp_path, puzzles, multi):
     tr, ev = puzzles
     cfg, models, histories = multi
@@ -90,6 +91,7 @@ def test_multiseed_equals_single_seed_runs(tmp_path, puzzles, multi):
     assert not np.allclose(a, b)
 
 
+@pytest.mark.slow
 def test_multiseed_resume(tmp_path, puzzles, multi):
     """Resuming from the step-3 checkpoints reproduces the uninterrupted run exactly."""
     tr, ev = puzzles

@@ -93,6 +93,7 @@ def result():
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.slow
 def test_sharded_step_equals_single_device(result):
     r = result["akorn"]
     assert r["steps"] == 2
@@ -101,6 +102,7 @@ def test_sharded_step_equals_single_device(result):
     assert r["loss"] <= 1e-5 and r["grad_norm"] <= 1e-5, r
 
 
+@pytest.mark.slow
 def test_uneven_batch_is_refused(result):
     assert "not divisible" in result["uneven"]
 
