@@ -113,7 +113,7 @@ def gta_angles(head_dim: int, grid: tuple[int, int] = SUDOKU_GRID) -> jnp.ndarra
     half = pairs - pairs // 2
     freq = lambda m, size: math.pi / size * (2.0 ** -jnp.arange(m))
     return jnp.concatenate([rows[:, None] * freq(half, grid[0]), cols[:, None] * freq(pairs - half, grid[1])],
-                           axis=-1)
+                           axis=-1).astype(jnp.float32)
 
 
 class LoopedCore(nnx.Module):
