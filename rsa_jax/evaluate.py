@@ -54,16 +54,18 @@ def _vote_candidates(graphdef, state, digits, given, keys, steps: int):
     model = nnx.merge(graphdef, state)
     step, params = model.pure_step()
 
+    energy = lambda x, c: pseudo_energy(params["attn"], x, c)
+
     def one(key):
         c, x0 = model.condition(digits, given, key)
 
         def body(carry, _):
+            # E(x_t) next to step(x_t): both evaluate MSA(x_t), which XLA computes once (CSE)
             x, e = carry
-            x = step(params, x, c)
-            return (x, e + pseudo_energy(params["attn"], x, c)), None
+            return (step(params, x, c), e + energy(x, c)), None
 
         (x, e), _ = jax.lax.scan(body, (x0, jnp.zeros(x0.shape[:-2], x0.dtype)), None, length=steps)
-        return _digits(model.readout(x)), e
+        return _digits(model.readout(x)), e - energy(x0, c) + energy(x, c)     # x_0..x_{T-1} -> x_1..x_T
 
     return jax.lax.map(one, keys) if keys.shape[0] == 1 else jax.vmap(one)(keys)
 

@@ -148,11 +148,15 @@ def _gap_map():
     return (lambda x: m @ x.reshape(-1)), m
 
 
+power_j = JIT(power_iteration, static_argnums=(0, 1), static_argnames=("max_iters", "tol"))
+
+
 def test_spectral_norm_linear_map_with_gap():
     f, m = _gap_map()
     x = jnp.zeros((S, D))
     top = float(jnp.linalg.svd(m, compute_uv=False)[0])
-    sigma, st = spectral_norm(f, x, key=jax.random.PRNGKey(1), tol=1e-12, max_iters=500)
+    sigma, st = JIT(spectral_norm, static_argnums=0, static_argnames=("max_iters", "tol"))(
+        f, x, key=jax.random.PRNGKey(1), tol=1e-12, max_iters=500)
     assert st.v.shape == (S, D) and int(st.iterations) < 500
     assert abs(float(sigma) - top) <= 1e-6 * top
     assert float(sigma) <= top * (1 + 1e-12)  # an estimate from below
@@ -161,7 +165,7 @@ def test_spectral_norm_linear_map_with_gap():
     assert abs(abs(np.dot(np.asarray(st.v).ravel(), vt[0])) - 1.0) < 1e-8
     # power_iteration directly, from an explicit state
     _, jvp, vjp = linear_operators(f, x)
-    st2 = power_iteration(jvp, vjp, init_power_state(jax.random.PRNGKey(2), x), tol=1e-12, max_iters=500)
+    st2 = power_j(jvp, vjp, init_power_state(jax.random.PRNGKey(2), x), tol=1e-12, max_iters=500)
     assert abs(float(st2.sigma) - top) <= 1e-6 * top
 
 
@@ -171,10 +175,9 @@ def test_power_iteration_tol_zero_runs_exactly_max_iters():
     x = jnp.zeros((S, D))
     _, jvp, vjp = linear_operators(f, x)
     st0 = init_power_state(jax.random.PRNGKey(0), x)
-    power = JIT(power_iteration, static_argnums=(0, 1), static_argnames=("max_iters", "tol"))
     for max_iters in (1, 60):
-        assert int(power(jvp, vjp, st0, max_iters=max_iters, tol=0.0).iterations) == max_iters
-    assert int(power(jvp, vjp, st0, max_iters=60, tol=1e-8).iterations) < 60
+        assert int(power_j(jvp, vjp, st0, max_iters=max_iters, tol=0.0).iterations) == max_iters
+    assert int(power_j(jvp, vjp, st0, max_iters=60, tol=1e-8).iterations) < 60
 
 
 @JIT
@@ -206,7 +209,7 @@ def test_jacobian_eigenvalues_of_linear_map():
     p = rng.standard_normal((6, 6)) + 3 * np.eye(6)
     m = p @ blk @ np.linalg.inv(p)
     mj = jnp.asarray(m)
-    ev = jacobian_eigenvalues(lambda x: (mj @ x.reshape(-1)).reshape(2, 3), jnp.zeros((2, 3)))
+    ev = jacobian_eigenvalues(JIT(lambda x: (mj @ x.reshape(-1)).reshape(2, 3)), jnp.zeros((2, 3)))
     assert ev.shape == (6,) and np.iscomplexobj(ev)
     assert np.all(np.diff(np.abs(ev)) <= 1e-12)  # sorted by decreasing modulus
     assert_same_multiset(ev, np.linalg.eigvals(m), atol=1e-10)

@@ -72,15 +72,25 @@ class CoreConfig:
 
     @property
     def step_fn(self):
-        """The pure step ``(params, x, c) -> x`` with this config's static options bound."""
+        """The pure step ``(params, x, c) -> x`` with this config's static options bound.
+
+        Equal options give the *same* object, so it can be a static argument of ``jax.jit``
+        without recompiling for every model instance.
+        """
         if self.kind == "itrsa":
-            return functools.partial(itrsa_step, norm=self.norm, n=self.norm_n, fused=self.fused)
-        return functools.partial(akorn_step, n=self.n, norm=self.norm, fused=self.fused)
+            return _bound_step("itrsa", self.norm, self.norm_n, self.fused)
+        return _bound_step("akorn", self.norm, self.n, self.fused)
 
     @property
     def state_chunk(self) -> int | None:
         """Chunk size of the state normalization (X0 and the null directions of the Jacobian)."""
         return self.n if self.kind == "akorn" else self.norm_n
+
+
+@functools.lru_cache(maxsize=None)
+def _bound_step(kind: str, norm: str, n: int | None, fused: bool):
+    step = itrsa_step if kind == "itrsa" else akorn_step
+    return functools.partial(step, norm=norm, n=n, fused=fused)
 
 
 def _grid_coords(grid: tuple[int, int]):
