@@ -275,7 +275,8 @@ def plot_accuracy(results: list, args, path: Path) -> Path:
     rows = [[r["label"], f"{100 * r['acc_mean']:.1f}", f"{r['le_default']['max_le']:+.3f}",
              f"{r['le_default']['mean_le']:+.3f}"] for r in results]
     tab.axis("off")
-    t = tab.table(cellText=rows, colLabels=["model", "acc %", "max LE", "mean LE"], loc="center")
+    t = tab.table(cellText=rows, colLabels=["model", "acc %", "max LE", "mean LE"], loc="center",
+                  colWidths=[0.42, 0.18, 0.2, 0.2])
     t.auto_set_font_size(False)
     t.set_fontsize(8)
     t.scale(1, 1.4)
@@ -286,7 +287,7 @@ def plot_accuracy(results: list, args, path: Path) -> Path:
 def plot_lyapunov(results: list, args, path: Path) -> Path:
     import matplotlib.pyplot as plt
     records = [dict(rec, label=r["label"]) for r in results for rec in r["sweep"]]
-    swept = [s for s in SWEEPS if len({str(rec[s]) for rec in records}) > 1] or ["scale"]
+    swept = [s for s in SWEEPS if len(getattr(args, s)) > 1] or ["scale"]
     x = swept[0]
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
     for ax, stat, name in zip(axes, ("max_le", "mean_le", "acc"), ("max LE", "mean LE", "test accuracy")):

@@ -34,7 +34,7 @@ Sweeps (each flag takes one or more values; all combinations are run):
 Outputs: ``lyapunov.json`` (every setting with max/mean LE and the spectrum), ``lyapunov.png``
 (max and mean LE vs the first swept variable with several values, one line per model) under
 ``--out``; a table on stdout. ``python -m experiments.lyapunov --scale 2.0`` runs in well under a
-minute on a CPU (D = 16, full spectrum of n = 1296).
+minute on a CPU (D = 8, H = 2: full spectrum of n = 648).
 """
 
 from __future__ import annotations
@@ -100,7 +100,7 @@ def main(argv=None):
                    choices=["none", "pi", "rmsnorm", "symmetric"], help="untrained model kinds (default: all four)")
     p.add_argument("--checkpoint", nargs="+", default=None,
                    help="run directories of rsa_jax.train; if given, these trained models replace --models")
-    p.add_argument("--d", type=int, default=16, help="width D of untrained models (default 16; paper 512)")
+    p.add_argument("--d", type=int, default=8, help="width D of untrained models (default 8; paper 512)")
     p.add_argument("--n", type=int, default=4, help="oscillator size N of the readout (default 4)")
     p.add_argument("--symmetric-norm", default="rmsnorm", choices=["none", "pi", "rmsnorm"],
                    help="normalization of the symmetric model (default rmsnorm)")
@@ -112,7 +112,7 @@ def main(argv=None):
     p.add_argument("--eta", type=float, nargs="+", default=[None], help="step size(s) eta (default: the model's)")
     p.add_argument("--wv-norm", type=float, nargs="+", default=[None], help="spectral norm(s) of W^V (default: as is)")
     p.add_argument("--wo-norm", type=float, nargs="+", default=[None], help="spectral norm(s) of W^O (default: as is)")
-    p.add_argument("--heads", type=int, nargs="+", default=[4], help="attention heads H of untrained models (default 4)")
+    p.add_argument("--heads", type=int, nargs="+", default=[2], help="attention heads H of untrained models (default 2; paper 8)")
     p.add_argument("--T", type=int, nargs="+", default=[16], help="horizon(s) T (default 16, as in the paper)")
     p.add_argument("--data-dir", default=None, help="Sudoku data folder (default: rsa_jax.data.sudoku's)")
     args = parse(p, argv)

@@ -172,7 +172,8 @@ def plot(results: dict, path: Path, vote_steps: int):
                 if split == "ood" and all("vote" in r for r in runs):
                     v = 100 * np.asarray([r["vote"][metric] for r in runs])
                     ax.errorbar([vote_steps], [v.mean()], yerr=[v.std()], fmt="*", ms=12, color=f"C{i}",
-                                label=f"{LABELS[kind]}, energy voting K={runs[0]['vote']['K']}")
+                                label=f"{LABELS[kind]}, energy voting K={runs[0]['vote']['K']}"
+                                      f" ({runs[0]['vote']['puzzles']} puzzles)")
             ax.set_xscale("log", base=2)
             if metric == "board_acc":
                 ax.set_ylim(-2, max(10.0, ax.get_ylim()[1]))
