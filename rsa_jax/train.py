@@ -31,6 +31,9 @@ each value as ``penalty/<name>`` (``penalty.name`` if present, else the class na
 Resume is exact: data order is a function of ``(seed, epoch)`` (the task's ``train_batches``),
 the batch position inside the epoch is checkpointed, and the PRNG key lives in the state, so a
 killed run restarted from its last checkpoint reproduces the uninterrupted run bit for bit.
+Metrics stay on the device until a log / checkpoint / epoch boundary; there they are checked (a
+non-finite loss or gradient norm raises :class:`TrainingDiverged` naming the step, before anything
+is saved) and averaged into one ``metrics.jsonl`` record, so every step is in exactly one record.
 """
 
 from __future__ import annotations

@@ -18,7 +18,6 @@ import dataclasses
 import functools
 import math
 
-import jax
 import jax.numpy as jnp
 from flax import nnx
 

@@ -16,7 +16,6 @@ from typing import Optional
 import jax
 import jax.numpy as jnp
 import optax
-from flax import nnx
 
 from rsa_jax.data.sudoku import SudokuSet, batch_iterator, load_or_generate
 from rsa_jax.models.sudoku import SudokuModel

@@ -1,0 +1,122 @@
+"""Fig. 2c: eigenvalues of the ItrSA Jacobian at T = 16 in the complex plane, with and without normalization.
+
+For one SATNet test puzzle (appendix B.4: "a randomly selected sample"), the Sudoku ItrSA is rolled
+out for ``--T`` steps from its initial state X0, and two dense Jacobians are eigen-decomposed
+(``rsa_jax.jacobian.jacobian_eigenvalues``, n = 81 D):
+
+* per step: ``J = d f / d X`` of one update ``f: X -> Norm(X + eta (C + MSA(X)))`` at the final state X_T;
+* composition: ``d f^T / d X0``. Its eigenvalues ``mu`` are drawn as ``|mu|^(1/T) exp(i arg mu)``
+  (per-step geometric-mean modulus, same angle), so the unit circle keeps its meaning; skipped with
+  ``--no-composition``.
+
+Models: ``rmsnorm`` (normalized) and ``none`` (unnormalized), untrained unless checkpoints are given
+(``--checkpoint`` for the normalized model, ``--checkpoint-none`` for the unnormalized one, both
+run directories of ``rsa_jax.train``; the paper used a fully trained normalized model and an
+unnormalized model trained for one epoch). The claim: normalization pulls the complex eigenvalues
+inside the unit disk, while without it they leave it. Null (radial) directions of the normalization
+give eigenvalues at 0.
+
+Outputs under ``--out``: ``eigenvalues.json`` (eigenvalues, spectral radius, fraction outside the
+unit circle) and ``eigenvalues.png``.
+"""
+
+from __future__ import annotations
+
+import time
+
+import jax
+import jax.numpy as jnp
+import matplotlib.pyplot as plt
+import numpy as np
+from flax import nnx
+
+from experiments.common import announce, make_parser, parse, print_table, save_figure, save_json
+from rsa_jax.data.sudoku import load_or_generate, to_model_inputs
+from rsa_jax.dynamics import iterate
+from rsa_jax.jacobian import jacobian_eigenvalues
+from rsa_jax.models.sudoku import ModelConfig, SudokuModel
+
+
+def build(norm: str, args, checkpoint: str | None):
+    """A Sudoku ItrSA model: trained from ``checkpoint`` or untrained with normalization ``norm``."""
+    if checkpoint:
+        from rsa_jax.train import load_model
+
+        return load_model(checkpoint)[0]
+    cfg = ModelConfig(kind="itrsa", d=args.d, heads=args.heads, n=args.n, norm=norm, position=args.position)
+    return SudokuModel(cfg, rngs=nnx.Rngs(args.seed))
+
+
+def summarize(ev: np.ndarray) -> dict:
+    mod = np.abs(ev)
+    return {"spectral_radius": float(mod.max()), "frac_outside_unit_circle": float(np.mean(mod > 1 + 1e-6)),
+            "frac_complex": float(np.mean(np.abs(ev.imag) > 1e-9))}
+
+
+def main(argv=None):
+    p = make_parser("eigenvalues", __doc__)
+    p.add_argument("--d", type=int, default=16, help="width D of untrained models (default 16; paper 512)")
+    p.add_argument("--heads", type=int, default=4, help="attention heads H of untrained models (default 4; paper 8)")
+    p.add_argument("--n", type=int, default=4, help="oscillator size N of the readout (default 4)")
+    p.add_argument("--position", default="gta", choices=["gta", "embedding"],
+                   help="position encoding of untrained models (default gta)")
+    p.add_argument("--T", type=int, default=16, help="steps before the Jacobian is taken (default 16)")
+    p.add_argument("--index", type=int, default=0, help="index of the SATNet test puzzle (default 0)")
+    p.add_argument("--checkpoint", default=None, help="trained run directory for the normalized model")
+    p.add_argument("--checkpoint-none", default=None, help="trained run directory for the unnormalized model")
+    p.add_argument("--no-composition", action="store_true", help="skip the Jacobian of the T-fold composition")
+    p.add_argument("--data-dir", default=None, help="Sudoku data folder (default: rsa_jax.data.sudoku's)")
+    args = parse(p, argv)
+    dtype = jnp.float64 if args.float64 else jnp.float32
+
+    data = load_or_generate("satnet_test", args.data_dir, n_fallback=args.index + 1, limit=args.index + 1)
+    inp = to_model_inputs(data)
+    digits, given = jnp.asarray(inp["digits"][args.index:args.index + 1]), jnp.asarray(inp["given"][args.index:args.index + 1])
+
+    results, rows = {}, []
+    for name, norm, ckpt in (("normalized", "rmsnorm", args.checkpoint), ("unnormalized", "none", args.checkpoint_none)):
+        t0 = time.perf_counter()
+        model = build(norm, args, ckpt)
+        step, params = model.pure_step()
+        c, x0 = model.condition(digits, given, jax.random.PRNGKey(args.seed))
+        c, x0 = c[0].astype(dtype), x0[0].astype(dtype)
+        f = lambda x: step(params, x, c)
+        x_t = jax.jit(lambda x: iterate(f, x, args.T))(x0)
+        res = {"norm": model.config.norm, "checkpoint": ckpt, "state_norm_mean": float(jnp.linalg.norm(x_t, axis=-1).mean())}
+        res["step"] = jacobian_eigenvalues(f, x_t)
+        if not args.no_composition:
+            res["composition"] = jacobian_eigenvalues(lambda x: iterate(f, x, args.T), x0)
+        for part in ("step", "composition"):
+            if part in res:
+                res[part + "_summary"] = summarize(res[part])
+                s = res[part + "_summary"]
+                rows.append([name, res["norm"], part, s["spectral_radius"], s["frac_outside_unit_circle"], s["frac_complex"]])
+        res["seconds"] = time.perf_counter() - t0
+        results[name] = res
+    print_table(rows, ["model", "norm", "Jacobian", "spectral radius", "frac |lambda|>1", "frac complex"])
+
+    parts = ["step"] + ([] if args.no_composition else ["composition"])
+    fig, axes = plt.subplots(len(parts), 2, figsize=(8, 4 * len(parts)), squeeze=False)
+    circle = np.exp(1j * np.linspace(0, 2 * np.pi, 400))
+    for i, part in enumerate(parts):
+        for j, (name, res) in enumerate(results.items()):
+            ev = res[part]
+            if part == "composition":
+                ev = np.abs(ev) ** (1.0 / args.T) * np.exp(1j * np.angle(ev))
+            ax = axes[i, j]
+            ax.plot(circle.real, circle.imag, "k-", lw=0.8)
+            ax.scatter(ev.real, ev.imag, s=6, alpha=0.6, color="C0" if j == 0 else "C3")
+            ax.set_aspect("equal")
+            what = f"one step at $X_{{{args.T}}}$" if part == "step" else f"$|\\mu|^{{1/T}}e^{{i\\arg\\mu}}$ of $df^{{{args.T}}}/dX_0$"
+            ax.set(title=f"{name} ({res['norm']}): {what}", xlabel="Re", ylabel="Im")
+            ax.title.set_fontsize(9)
+    d = results["normalized"]["step"].size // 81
+    fig.suptitle(f"ItrSA Jacobian eigenvalues, D={d}, T={args.T}", fontsize=10)
+    out = {"config": vars(args), "data": data.name,
+           "results": {k: {kk: ({"real": v.real, "imag": v.imag} if isinstance(v, np.ndarray) else v)
+                           for kk, v in r.items()} for k, r in results.items()}}
+    announce([save_json(out, args.out / "eigenvalues.json"), save_figure(fig, args.out / "eigenvalues.png")])
+
+
+if __name__ == "__main__":
+    main()
