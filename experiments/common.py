@@ -24,13 +24,15 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 
-def make_parser(name: str, description: str | None = None, *, out_root: str = "outputs") -> argparse.ArgumentParser:
-    """Argument parser with the common flags ``--out``, ``--seed``, ``--float64``.
+def make_parser(name: str, description: str | None = None, *, out_root: str = "outputs",
+                float64: bool = False) -> argparse.ArgumentParser:
+    """Argument parser with the common flags ``--out``, ``--seed``, ``--float64`` (and ``--float32``).
 
     Args:
       name: experiment name; the default output folder is ``<out_root>/<name>``.
       description: help text (usually the module docstring).
       out_root: parent of the default output folder.
+      float64: default precision of this script (``--float64`` / ``--float32`` override it).
 
     Returns:
       An ``argparse.ArgumentParser`` to which the script adds its own flags.
@@ -39,7 +41,9 @@ def make_parser(name: str, description: str | None = None, *, out_root: str = "o
     p.add_argument("--out", type=Path, default=Path(out_root) / name,
                    help=f"output folder for JSON and PNG files (default: {out_root}/{name})")
     p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
-    p.add_argument("--float64", action="store_true", help="enable 64-bit JAX arrays (default: float32)")
+    default = "float64" if float64 else "float32"
+    p.add_argument("--float64", action="store_true", default=float64, help=f"64-bit JAX arrays (default: {default})")
+    p.add_argument("--float32", dest="float64", action="store_false", help=f"32-bit JAX arrays (default: {default})")
     return p
 
 

@@ -7,7 +7,9 @@ out for ``--T`` steps from its initial state X0, and two dense Jacobians are eig
 * per step: ``J = d f / d X`` of one update ``f: X -> Norm(X + eta (C + MSA(X)))`` at the final state X_T;
 * composition: ``d f^T / d X0``. Its eigenvalues ``mu`` are drawn as ``|mu|^(1/T) exp(i arg mu)``
   (per-step geometric-mean modulus, same angle), so the unit circle keeps its meaning; skipped with
-  ``--no-composition``.
+  ``--no-composition``. The product has a huge dynamic range, so its small eigenvalues are rounding
+  noise: the dotted circle of radius ``(eps ||d f^T / d X0||_2)^(1/T)`` marks where noise starts
+  (float64 by default here to keep it small; ``--float32`` to switch).
 
 Models: ``rmsnorm`` (normalized) and ``none`` (unnormalized), untrained unless checkpoints are given
 (``--checkpoint`` for the normalized model, ``--checkpoint-none`` for the unnormalized one, both
@@ -33,7 +35,7 @@ from flax import nnx
 from experiments.common import announce, make_parser, parse, print_table, save_figure, save_json
 from rsa_jax.data.sudoku import load_or_generate, to_model_inputs
 from rsa_jax.dynamics import iterate
-from rsa_jax.jacobian import jacobian_eigenvalues
+from rsa_jax.jacobian import dense_jacobian, jacobian_eigenvalues
 from rsa_jax.models.sudoku import ModelConfig, SudokuModel
 
 
@@ -54,7 +56,7 @@ def summarize(ev: np.ndarray) -> dict:
 
 
 def main(argv=None):
-    p = make_parser("eigenvalues", __doc__)
+    p = make_parser("eigenvalues", __doc__, float64=True)
     p.add_argument("--d", type=int, default=16, help="width D of untrained models (default 16; paper 512)")
     p.add_argument("--heads", type=int, default=4, help="attention heads H of untrained models (default 4; paper 8)")
     p.add_argument("--n", type=int, default=4, help="oscillator size N of the readout (default 4)")
@@ -85,7 +87,11 @@ def main(argv=None):
         res = {"norm": model.config.norm, "checkpoint": ckpt, "state_norm_mean": float(jnp.linalg.norm(x_t, axis=-1).mean())}
         res["step"] = jacobian_eigenvalues(f, x_t)
         if not args.no_composition:
-            res["composition"] = jacobian_eigenvalues(lambda x: iterate(f, x, args.T), x0)
+            jt = np.asarray(dense_jacobian(lambda x: iterate(f, x, args.T), x0), np.float64)
+            ev = np.linalg.eigvals(jt)
+            res["composition"] = ev[np.argsort(-np.abs(ev), kind="stable")]
+            # eigenvalues below ~eps * ||J^(T)||_2 are rounding noise; in the plot's radius: ^(1/T)
+            res["noise_radius"] = float((np.finfo(dtype).eps * np.linalg.norm(jt, 2)) ** (1.0 / args.T))
         for part in ("step", "composition"):
             if part in res:
                 res[part + "_summary"] = summarize(res[part])
@@ -106,12 +112,17 @@ def main(argv=None):
             ax = axes[i, j]
             ax.plot(circle.real, circle.imag, "k-", lw=0.8)
             ax.scatter(ev.real, ev.imag, s=6, alpha=0.6, color="C0" if j == 0 else "C3")
+            if part == "composition":
+                r = res["noise_radius"]
+                ax.plot(r * circle.real, r * circle.imag, "k:", lw=0.8, label="rounding-noise radius")
+                ax.legend(fontsize=7, loc="lower left")
             ax.set_aspect("equal")
             what = f"one step at $X_{{{args.T}}}$" if part == "step" else f"$|\\mu|^{{1/T}}e^{{i\\arg\\mu}}$ of $df^{{{args.T}}}/dX_0$"
             ax.set(title=f"{name} ({res['norm']}): {what}", xlabel="Re", ylabel="Im")
             ax.title.set_fontsize(9)
     d = results["normalized"]["step"].size // 81
     fig.suptitle(f"ItrSA Jacobian eigenvalues, D={d}, T={args.T}", fontsize=10)
+    fig.tight_layout()
     out = {"config": vars(args), "data": data.name,
            "results": {k: {kk: ({"real": v.real, "imag": v.imag} if isinstance(v, np.ndarray) else v)
                            for kk, v in r.items()} for k, r in results.items()}}

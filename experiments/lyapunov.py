@@ -86,12 +86,13 @@ def build(kind: str, args, heads: int, checkpoint: str | None = None):
     return kind, step, params, model, (norm, None)
 
 
-def spectra(step, params, c, x0, T, args):
-    """Exponents ``(B, k)`` for a batch of puzzles, vmapped and jitted."""
+@functools.partial(jax.jit, static_argnames=("step", "T", "k", "sweeps"))
+def spectra(step, params, c, x0, *, T, k, sweeps):
+    """Exponents ``(B, k)`` for a batch of puzzles (vmapped; params traced, so sweeps reuse one compile)."""
     def one(x, cc):
-        return lyapunov_spectrum(lambda y: step(params, y, cc), x, T, args.k, sweeps=args.sweeps).exponents
+        return lyapunov_spectrum(lambda y: step(params, y, cc), x, T, k, sweeps=sweeps).exponents
 
-    return jax.jit(jax.vmap(one))(x0, c)
+    return jax.vmap(one)(x0, c)
 
 
 def main(argv=None):
@@ -130,15 +131,18 @@ def main(argv=None):
         c, x0 = model.condition(digits, given, jax.random.PRNGKey(args.seed))
         c, x0 = c.astype(dtype), x0.astype(dtype)
         num_null = null_directions(x0.shape[1:], chunk, norm) if args.k is None else 0
+        done = set()
         for scale, eta, wv, wo, T in itertools.product(args.scale, args.eta, args.wv_norm, args.wo_norm, args.T):
-            if wo is not None and "wo" not in base["attn"]:
+            wo = wo if "wo" in base["attn"] else None  # symmetric SA has no W^O: --wo-norm does not apply
+            if (scale, eta, wv, wo, T) in done:
                 continue
+            done.add((scale, eta, wv, wo, T))
             attn = dict(base["attn"], wv=rescale(base["attn"]["wv"], wv, -1))
             if "wo" in attn:
                 attn["wo"] = rescale(attn["wo"], wo, 0)
-            params = dict(base, attn=attn, **({} if eta is None else {"eta": jnp.asarray(eta)}))
+            params = dict(base, attn=attn, eta=jnp.asarray(base["eta"] if eta is None else eta, jnp.float32))
             t0 = time.perf_counter()
-            ex = spectra(step, params, c, scale * x0, T, args)
+            ex = spectra(step, params, c, scale * x0, T=T, k=args.k, sweeps=args.sweeps)
             mx, mn = np.asarray(max_lyapunov(ex, num_null)), np.asarray(mean_lyapunov(ex, num_null))
             rec = {"model": label, "heads": int(params["attn"]["wq"].shape[0]), "scale": scale,
                    "eta": float(params["eta"]), "wv_norm": wv, "wo_norm": wo, "T": T, "num_null": num_null,
@@ -156,15 +160,16 @@ def main(argv=None):
     x = swept[0]
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.6))
     for ax, stat in zip(axes, ("max_le", "mean_le")):
-        for label in dict.fromkeys(r["model"] for r in records):
+        for i, label in enumerate(dict.fromkeys(r["model"] for r in records)):
             pts = sorted((r[x], r[stat]) for r in records if r["model"] == label and r[x] is not None)
-            if pts:
-                ax.plot(*zip(*pts), "o-", label=label)
+            if pts:  # markers and dashes differ so that coinciding models (pi = rmsnorm at init) stay visible
+                ax.plot(*zip(*pts), marker="os^vD"[i % 5], ls=["-", "--", ":", "-."][i % 4], ms=7 - i, label=label)
         ax.axhline(0.0, color="gray", lw=0.8)
         ax.set(xlabel=x, ylabel=stat.replace("_le", " LE"), title=f"{stat.replace('_le', ' LE')} vs {x}")
     axes[0].legend(fontsize=8)
     if len(swept) > 1:
         fig.suptitle(f"also varied: {', '.join(swept[1:])} (points overlap)", fontsize=8)
+    fig.tight_layout()
     out = {"config": vars(args), "num_samples": int(digits.shape[0]), "data": data.name, "records": records}
     announce([save_json(out, args.out / "lyapunov.json"), save_figure(fig, args.out / "lyapunov.png")])
 
