@@ -17,5 +17,12 @@ bench:
 	$(PYTHON) -m benchmarks.lyapunov_bench --out $(OUT)/bench/lyapunov.json
 	$(PYTHON) -m benchmarks.run_all --out $(OUT)/bench $(if $(FULL),--paper --precisions float32 tensorfloat32 bfloat16)
 
+figures:
+	$(PYTHON) -m experiments.jacobian_tokens --out $(OUT)/jacobian_tokens
+	$(PYTHON) -m experiments.eigenvalues --out $(OUT)/eigenvalues
+	$(PYTHON) -m experiments.lyapunov --out $(OUT)/lyapunov
+	$(PYTHON) -m experiments.oscillator_size --out $(OUT)/oscillator_size
+	$(PYTHON) -m experiments.cifar10 --out $(OUT)/cifar10
+
 clean:
 	rm -rf $(OUT) .pytest_cache
