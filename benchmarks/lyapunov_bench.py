@@ -111,7 +111,8 @@ def main(argv=None):
     p = make_parser("bench", __doc__)
     p.set_defaults(out=Path("outputs/bench/lyapunov.json"))
     p.add_argument("--sizes-s", type=int, nargs="+", default=None, help="numbers of tokens S (CPU: 4 9 16; paper: 81)")
-    p.add_argument("--sizes-d", type=int, nargs="+", default=None, help="widths D (CPU: 16 32 64; paper: 64 128 256 512)")
+    p.add_argument("--sizes-d", type=int, nargs="+", default=None,
+                   help="widths D (CPU: 16 32 64; paper: 64 128 256 512)")
     p.add_argument("--k", type=int, default=None, help="leading exponents (CPU 16, paper 256)")
     p.add_argument("--T", type=int, default=16, help="steps of the composition (default 16)")
     p.add_argument("--heads", type=int, default=None, help="attention heads (CPU 4, paper 8)")

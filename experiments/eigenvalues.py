@@ -73,10 +73,12 @@ def main(argv=None):
 
     data = load_or_generate("satnet_test", args.data_dir, n_fallback=args.index + 1, limit=args.index + 1)
     inp = to_model_inputs(data)
-    digits, given = jnp.asarray(inp["digits"][args.index:args.index + 1]), jnp.asarray(inp["given"][args.index:args.index + 1])
+    pick = slice(args.index, args.index + 1)
+    digits, given = jnp.asarray(inp["digits"][pick]), jnp.asarray(inp["given"][pick])
 
     results, rows = {}, []
-    for name, norm, ckpt in (("normalized", "rmsnorm", args.checkpoint), ("unnormalized", "none", args.checkpoint_none)):
+    variants = (("normalized", "rmsnorm", args.checkpoint), ("unnormalized", "none", args.checkpoint_none))
+    for name, norm, ckpt in variants:
         t0 = time.perf_counter()
         model = build(norm, args, ckpt)
         step, params = model.pure_step()
@@ -84,7 +86,8 @@ def main(argv=None):
         c, x0 = c[0].astype(dtype), x0[0].astype(dtype)
         f = lambda x: step(params, x, c)
         x_t = jax.jit(lambda x: iterate(f, x, args.T))(x0)
-        res = {"norm": model.config.norm, "checkpoint": ckpt, "state_norm_mean": float(jnp.linalg.norm(x_t, axis=-1).mean())}
+        res = {"norm": model.config.norm, "checkpoint": ckpt,
+               "state_norm_mean": float(jnp.linalg.norm(x_t, axis=-1).mean())}
         res["step"] = jacobian_eigenvalues(f, x_t)
         if not args.no_composition:
             jt = np.asarray(dense_jacobian(lambda x: iterate(f, x, args.T), x0), np.float64)
@@ -96,7 +99,8 @@ def main(argv=None):
             if part in res:
                 res[part + "_summary"] = summarize(res[part])
                 s = res[part + "_summary"]
-                rows.append([name, res["norm"], part, s["spectral_radius"], s["frac_outside_unit_circle"], s["frac_complex"]])
+                rows.append([name, res["norm"], part, s["spectral_radius"], s["frac_outside_unit_circle"],
+                             s["frac_complex"]])
         res["seconds"] = time.perf_counter() - t0
         results[name] = res
     print_table(rows, ["model", "norm", "Jacobian", "spectral radius", "frac |lambda|>1", "frac complex"])
@@ -117,11 +121,11 @@ def main(argv=None):
                 ax.plot(r * circle.real, r * circle.imag, "k:", lw=0.8, label="rounding-noise radius")
                 ax.legend(fontsize=7, loc="lower left")
             ax.set_aspect("equal")
-            what = f"one step at $X_{{{args.T}}}$" if part == "step" else f"$|\\mu|^{{1/T}}e^{{i\\arg\\mu}}$ of $df^{{{args.T}}}/dX_0$"
-            ax.set(title=f"{name} ({res['norm']}): {what}", xlabel="Re", ylabel="Im")
+            what = (f"one step at $X_{{{args.T}}}$" if part == "step"
+                    else f"$|\\mu|^{{1/T}}e^{{i\\arg\\mu}}$ of $df^{{{args.T}}}/dX_0$")
+            ax.set(title=f"{name} ({res['norm']}, D={res['step'].size // 81}): {what}", xlabel="Re", ylabel="Im")
             ax.title.set_fontsize(9)
-    d = results["normalized"]["step"].size // 81
-    fig.suptitle(f"ItrSA Jacobian eigenvalues, D={d}, T={args.T}", fontsize=10)
+    fig.suptitle(f"ItrSA Jacobian eigenvalues, T={args.T}", fontsize=10)
     fig.tight_layout()
     out = {"config": vars(args), "data": data.name,
            "results": {k: {kk: ({"real": v.real, "imag": v.imag} if isinstance(v, np.ndarray) else v)

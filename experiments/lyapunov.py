@@ -113,7 +113,8 @@ def main(argv=None):
     p.add_argument("--eta", type=float, nargs="+", default=[None], help="step size(s) eta (default: the model's)")
     p.add_argument("--wv-norm", type=float, nargs="+", default=[None], help="spectral norm(s) of W^V (default: as is)")
     p.add_argument("--wo-norm", type=float, nargs="+", default=[None], help="spectral norm(s) of W^O (default: as is)")
-    p.add_argument("--heads", type=int, nargs="+", default=[2], help="attention heads H of untrained models (default 2; paper 8)")
+    p.add_argument("--heads", type=int, nargs="+", default=[2],
+                   help="attention heads H of untrained models (default 2; paper 8)")
     p.add_argument("--T", type=int, nargs="+", default=[16], help="horizon(s) T (default 16, as in the paper)")
     p.add_argument("--data-dir", default=None, help="Sudoku data folder (default: rsa_jax.data.sudoku's)")
     args = parse(p, argv)
