@@ -36,20 +36,7 @@ CELLS = 81
 
 @dataclasses.dataclass(frozen=True)
 class ModelConfig(CoreConfig):
-    """Architecture of a looped Sudoku model.
-
-    Attributes:
-      kind: ``"itrsa"`` or ``"akorn"``.
-      d: width D.
-      heads: attention heads H.
-      n: oscillator size N (AKOrN's Omega/Proj/Pi chunks; readout chunk size for both).
-      norm: ItrSA: ``"none" | "pi" | "rmsnorm"``; AKOrN: ``"pi"`` or ``"rmsnorm"`` (Fig. 4 variant).
-      norm_n: chunk size of the ItrSA normalization (None: whole token). AKOrN always uses ``n``.
-      position: ``"embedding"`` or ``"gta"``.
-      bias: attention biases.
-      eta_init: initial step size eta (learned).
-      omega_init: initial AKOrN frequency w (learned scalar).
-      fused: fused attention kernel (``jax.nn.dot_product_attention``).
+    """Architecture of a looped Sudoku model; the fields are documented on ``CoreConfig``.
 
     Validation, ``step_fn`` and ``state_chunk`` come from ``rsa_jax.models.common.CoreConfig``.
     """
