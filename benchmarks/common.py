@@ -33,6 +33,25 @@ import jax.numpy as jnp
 PRECISIONS = {"float32": "float32", "tensorfloat32": "tensorfloat32", "bfloat16": "bfloat16"}
 
 
+def add_run_args(p) -> None:
+    """Adds the flags every model harness shares: ``--precision``, ``--fused``, ``--peak-n``, ``--out``."""
+    p.add_argument("--precision", default="float32", choices=list(PRECISIONS))
+    p.add_argument("--fused", action="store_true", help="fused attention (jax.nn.dot_product_attention)")
+    p.add_argument("--peak-n", type=int, default=None,
+                   help="matmul size for the peak (default 4096 on accelerators, 1024 on CPU; 0: skip)")
+    p.add_argument("--out", default=None, help="JSON output path")
+
+
+def apply_preset(a, paper: dict, small: dict):
+    """Fills the flags left ``None`` from the ``--paper`` or small preset and the default ``--peak-n``."""
+    for k, v in (paper if a.paper else small).items():
+        if getattr(a, k) is None:
+            setattr(a, k, v)
+    if a.peak_n is None:
+        a.peak_n = 1024 if jax.default_backend() == "cpu" else 4096
+    return a
+
+
 def precision_scope(precision: str):
     """Context manager setting the default matmul precision (see module docstring)."""
     if precision not in PRECISIONS:

@@ -26,7 +26,8 @@ import jax
 import numpy as np
 from flax import nnx
 
-from benchmarks.common import compile_stats, environment, matmul_peak, peak_memory_bytes, precision_scope, write_json
+from benchmarks.common import (add_run_args, apply_preset, compile_stats, environment, matmul_peak, peak_memory_bytes,
+                               precision_scope, write_json)
 from benchmarks.train_bench import random_boards
 from rsa_jax.data.sudoku import load_split
 from rsa_jax.evaluate import energy_voting, evaluate_boards
@@ -131,24 +132,14 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--run", default=None, help="a run directory of rsa_jax.train: benchmark that model only")
     for k in ("d", "heads", "n", "t_eval", "boards", "batch", "k", "vote_steps", "vote_boards", "chunk"):
         p.add_argument(f"--{k.replace('_', '-')}", dest=k, type=int, default=None, help="override the preset")
-    p.add_argument("--precision", default="float32", choices=["float32", "tensorfloat32", "bfloat16"])
-    p.add_argument("--fused", action="store_true", help="fused attention (jax.nn.dot_product_attention)")
+    add_run_args(p)
     p.add_argument("--variants", nargs="+", default=None, choices=["base", "fused"],
                    help="compare these attention kernels in one process, timed round-robin (overrides --fused)")
     p.add_argument("--repeats", type=int, default=3, help="timed rounds (median)")
     p.add_argument("--data-dir", default=None, help="Sudoku data directory (default: rsa_jax.data.sudoku's)")
-    p.add_argument("--peak-n", type=int, default=None,
-                   help="matmul size for the peak (default 4096 on accelerators, 1024 on CPU; 0: skip)")
-    p.add_argument("--out", default=None, help="JSON output path")
-    a = p.parse_args(argv)
-    preset = PAPER if a.paper else SMALL
-    for k, v in preset.items():
-        if getattr(a, k) is None:
-            setattr(a, k, v)
+    a = apply_preset(p.parse_args(argv), PAPER, SMALL)
     if a.variants is None:
         a.variants = ["fused" if a.fused else "base"]
-    if a.peak_n is None:
-        a.peak_n = 1024 if jax.default_backend() == "cpu" else 4096
     return a
 
 

@@ -33,8 +33,8 @@ import jax
 import numpy as np
 from flax import nnx
 
-from benchmarks.common import (compile_stats, environment, matmul_peak, peak_memory_bytes, precision_scope,
-                               write_json)
+from benchmarks.common import (add_run_args, apply_preset, compile_stats, environment, matmul_peak,
+                               peak_memory_bytes, precision_scope, write_json)
 from rsa_jax.data.sudoku import SudokuSet
 from rsa_jax.dynamics import rollout
 from rsa_jax.models.sudoku import ModelConfig, SudokuModel
@@ -158,28 +158,18 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--models", nargs="+", default=["akorn", "itrsa"], choices=["akorn", "itrsa"])
     for k in ("d", "heads", "n", "t", "batch"):
         p.add_argument(f"--{k}", type=int, default=None, help="override the size preset")
-    p.add_argument("--precision", default="float32", choices=["float32", "tensorfloat32", "bfloat16"])
-    p.add_argument("--fused", action="store_true", help="fused attention (jax.nn.dot_product_attention)")
+    add_run_args(p)
     p.add_argument("--remat", action="store_true", help="jax.checkpoint every recurrent update")
     p.add_argument("--variants", nargs="+", default=None, choices=list(VARIANTS),
                    help="compare these variants in one process, timed round-robin (overrides --fused/--remat; "
                         "ratios to the first)")
     p.add_argument("--iters", type=int, default=None, help="timed steps (default 30; 50 with --paper)")
     p.add_argument("--min-time", type=float, default=1.0, help="time at least this many seconds per model")
-    p.add_argument("--peak-n", type=int, default=None,
-                   help="matmul size for the peak (default 4096 on accelerators, 1024 on CPU; 0: skip)")
-    p.add_argument("--out", default=None, help="JSON output path")
-    a = p.parse_args(argv)
-    preset = PAPER if a.paper else SMALL
-    for k, v in preset.items():
-        if getattr(a, k) is None:
-            setattr(a, k, v)
+    a = apply_preset(p.parse_args(argv), PAPER, SMALL)
     if a.variants is None:
         a.variants = ["+".join(n for n, on in (("fused", a.fused), ("remat", a.remat)) if on) or "base"]
     if a.iters is None:
         a.iters = 50 if a.paper else 30
-    if a.peak_n is None:
-        a.peak_n = 1024 if jax.default_backend() == "cpu" else 4096
     return a
 
 

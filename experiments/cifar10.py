@@ -65,6 +65,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from rsa_jax.attention import with_spectral_norms
 from rsa_jax.dynamics import rollout
 from rsa_jax.lyapunov import lyapunov_spectrum, max_lyapunov, mean_lyapunov, null_directions
 from rsa_jax.models.vision import VisionConfig
@@ -186,20 +187,9 @@ def train_seeds(args, base: VisionTrainConfig, train_set, eval_set):
 
 
 # ------------------------------------------------------------------------------ sweep pieces
-def rescale(w: jnp.ndarray, target: float | None, axis: int) -> jnp.ndarray:
-    """Scales per-head blocks ``w`` so that their concatenation along ``axis`` has spectral norm
-    ``target`` (``None``: unchanged). Same convention as ``experiments/lyapunov.py``."""
-    if target is None:
-        return w
-    full = jnp.concatenate(list(w), axis=axis)
-    return w * (target / jnp.linalg.norm(full.astype(jnp.float32), ord=2))
-
-
 def modified_params(base: dict, eta=None, wv_norm=None, wo_norm=None) -> dict:
     """The step parameters with eta overridden and W^V / W^O rescaled."""
-    attn = dict(base["attn"], wv=rescale(base["attn"]["wv"], wv_norm, -1))
-    if "wo" in attn:
-        attn["wo"] = rescale(attn["wo"], wo_norm, 0)
+    attn = with_spectral_norms(base["attn"], wv_norm=wv_norm, wo_norm=wo_norm if "wo" in base["attn"] else None)
     return dict(base, attn=attn, **({} if eta is None else {"eta": jnp.asarray(eta, jnp.float32)}))
 
 

@@ -50,21 +50,13 @@ import numpy as np
 from flax import nnx
 
 from experiments.common import announce, make_parser, parse, print_table, save_figure, save_json
-from rsa_jax.attention import symmetric_multi_head
+from rsa_jax.attention import symmetric_multi_head, with_spectral_norms
 from rsa_jax.data.sudoku import load_or_generate, to_model_inputs
 from rsa_jax.dynamics import itrsa_step
 from rsa_jax.lyapunov import lyapunov_spectrum, max_lyapunov, mean_lyapunov, null_directions
 from rsa_jax.models.sudoku import ModelConfig, SudokuModel
 
 SWEEPS = ("scale", "eta", "wv_norm", "wo_norm", "heads", "T")
-
-
-def rescale(w: jnp.ndarray, target: float | None, axis: int) -> jnp.ndarray:
-    """Scales per-head blocks ``w`` so that their concatenation along ``axis`` has spectral norm ``target``."""
-    if target is None:
-        return w
-    full = jnp.concatenate(list(w), axis=axis)
-    return w * (target / jnp.linalg.norm(full.astype(jnp.float32), ord=2))
 
 
 def build(kind: str, args, heads: int, checkpoint: str | None = None):
@@ -138,9 +130,7 @@ def main(argv=None):
             if (scale, eta, wv, wo, T) in done:
                 continue
             done.add((scale, eta, wv, wo, T))
-            attn = dict(base["attn"], wv=rescale(base["attn"]["wv"], wv, -1))
-            if "wo" in attn:
-                attn["wo"] = rescale(attn["wo"], wo, 0)
+            attn = with_spectral_norms(base["attn"], wv_norm=wv, wo_norm=wo)
             params = dict(base, attn=attn, eta=jnp.asarray(base["eta"] if eta is None else eta, jnp.float32))
             t0 = time.perf_counter()
             ex = spectra(step, params, c, scale * x0, T=T, k=args.k, sweeps=args.sweeps)

@@ -46,12 +46,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from experiments import common
-from rsa_jax.data.sudoku import load_or_generate
+from experiments.sudoku_sweep import learned_gamma, load_sets, lyapunov_puzzle, model_lyapunov, train_variant
 from rsa_jax.evaluate import evaluate_boards
-from rsa_jax.lyapunov import lyapunov_spectrum, max_lyapunov, null_directions
 from rsa_jax.models.sudoku import ModelConfig
-from rsa_jax.tasks.sudoku import sudoku_task
-from rsa_jax.train import TrainConfig, load_model, train
+from rsa_jax.train import TrainConfig, load_model
 
 MODELS = {
     "itrsa": ("ItrSA (RMSNorm_N)", lambda d, h, n: ModelConfig(kind="itrsa", d=d, heads=h, n=n, norm="rmsnorm",
@@ -156,46 +154,11 @@ def resolve(args: argparse.Namespace) -> argparse.Namespace:
 
 
 # ------------------------------------------------------------------------------------- pieces
-def train_variant(args, key: str, n: int, train_set, id_set):
-    """Trains ``key`` at oscillator size ``n`` for every seed; returns ``[(seed, model, run_dir)]``."""
-    mcfg = MODELS[key][1](args.d, args.heads, n)
-    base = TrainConfig(model=mcfg, t_train=args.t_train, batch_size=args.batch_size, epochs=args.epochs, lr=args.lr,
-                       out=str(Path(args.out) / "runs" / f"{key}_N{n}"), progress=False, eval_every=0,
+def train_config(args, key: str, n: int) -> TrainConfig:
+    """Training config of model variant ``key`` at oscillator size ``n``."""
+    return TrainConfig(model=MODELS[key][1](args.d, args.heads, n), t_train=args.t_train,
+                       batch_size=args.batch_size, epochs=args.epochs, lr=args.lr, progress=False, eval_every=0,
                        checkpoint_every=0, keep_checkpoints=1, log_every=10, data_dir=args.data_dir)
-    resume = not args.retrain
-    if len(args.seeds) > 1:
-        from rsa_jax.multiseed import seed_config, train_multiseed
-        models, _ = train_multiseed(base, lambda c: sudoku_task(c, train_set, id_set), args.seeds, resume=resume)
-        return [(s, m, seed_config(base, s).out) for s, m in zip(args.seeds, models)]
-    out = []
-    for s in args.seeds:
-        cfg = dataclasses.replace(base, seed=s, out=str(Path(base.out) / f"seed_{s}"))
-        model, _ = train(cfg, sudoku_task(cfg, train_set, id_set), resume=resume)
-        out.append((s, model, cfg.out))
-    return out
-
-
-def max_le(model, digits, given, *, T: int, k: int, sweeps: int, key) -> dict:
-    """Max Lyapunov exponent at horizon T on one puzzle, nulls of the normalization excluded."""
-    step, params = model.pure_step()
-    c, x0 = model.condition(jnp.asarray(digits[None]), jnp.asarray(given[None]), key)
-    c, x0 = c[0], x0[0]
-    cfg = model.config
-    norm = cfg.norm
-    num_null = null_directions(x0.shape, cfg.state_chunk, norm)
-    k = min(k, x0.size)
-    # a leading-k spectrum from a random start contains no null direction unless k > n - num_null
-    drop = max(0, k - (x0.size - num_null))
-
-    @jax.jit
-    def spectrum(params, x0, c):
-        return lyapunov_spectrum(lambda x: step(params, x, c), x0, T, k, sweeps=sweeps,
-                                 key=jax.random.PRNGKey(1)).exponents
-
-    ex = np.asarray(spectrum(params, x0, c))
-    if drop >= k:
-        return {"max_le": float("nan"), "exponents": ex.tolist(), "num_null": num_null, "dropped": drop}
-    return {"max_le": float(max_lyapunov(ex, drop)), "exponents": ex.tolist(), "num_null": num_null, "dropped": drop}
 
 
 def chaos_distance(model, digits, given, *, warmup: int, steps: int, std: float, key) -> np.ndarray:
@@ -303,8 +266,7 @@ def plot_chaos(curves: list, args, path: Path):
 
 # ------------------------------------------------------------------------------------- main
 def chaos_only(args):
-    ood = load_or_generate("rrn_test", args.data_dir, n_fallback=args.chaos_puzzles, seed=1,
-                           limit=args.chaos_puzzles)
+    ood = load_sets(args.data_dir, ood=args.chaos_puzzles)["ood"]
     digits, given = ood.puzzles[: args.chaos_puzzles].astype(np.int32), ood.givens[: args.chaos_puzzles]
     curves, record = [], {}
     for run in args.checkpoint:
@@ -332,14 +294,10 @@ def main(argv=None):
     if args.chaos_only:
         return chaos_only(args)
     t_start = time.time()
-    train_set = load_or_generate("satnet_train", args.data_dir, n_fallback=args.train_limit or 500, seed=0,
-                                 limit=args.train_limit)
-    id_set = load_or_generate("satnet_test", args.data_dir, n_fallback=args.id_limit or 200, seed=1,
-                              limit=args.id_limit)
-    ood = load_or_generate("rrn_test", args.data_dir, n_fallback=args.eval_limit or 200, seed=2,
-                           limit=args.eval_limit)
+    sets = load_sets(args.data_dir, train=args.train_limit, id=args.id_limit, ood=args.eval_limit)
+    train_set, id_set, ood = sets["train"], sets["id"], sets["ood"]
     print(f"data: train {len(train_set)}, ID {len(id_set)}, OOD {len(ood)} puzzles")
-    lyap_digits, lyap_given = ood.puzzles[args.lyap_puzzle].astype(np.int32), ood.givens[args.lyap_puzzle]
+    lyap_digits, lyap_given = lyapunov_puzzle(ood, args.lyap_puzzle)
     cp = min(args.chaos_puzzles, len(ood))
     chaos_digits, chaos_given = ood.puzzles[:cp].astype(np.int32), ood.givens[:cp]
 
@@ -348,7 +306,8 @@ def main(argv=None):
         results[key] = {}
         for n in args.ns:
             t0 = time.time()
-            runs = train_variant(args, key, n, train_set, id_set)
+            runs = train_variant(train_config(args, key, n), Path(args.out) / "runs" / f"{key}_N{n}", args.seeds,
+                                 train_set, id_set, retrain=args.retrain)
             t_train = time.time() - t0
             seeds = []
             for s, model, run_dir in runs:
@@ -356,14 +315,12 @@ def main(argv=None):
                                      key=jax.random.PRNGKey(args.seed * 10_000 + 1000 + s))
                 ev_id = evaluate_boards(model, id_set, args.t_eval, batch_size=args.eval_batch_size,
                                         key=jax.random.PRNGKey(args.seed * 10_000 + 2000 + s))
-                le = max_le(model, lyap_digits, lyap_given, T=args.lyap_t, k=args.lyap_k, sweeps=args.lyap_sweeps,
-                            key=jax.random.PRNGKey(args.seed * 10_000 + 3000 + s))
+                le = model_lyapunov(model, lyap_digits, lyap_given, T=args.lyap_t, k=args.lyap_k,
+                                    sweeps=args.lyap_sweeps, key=jax.random.PRNGKey(args.seed * 10_000 + 3000 + s))
                 rec = {"seed": s, "run_dir": str(run_dir), "ood_board_acc": ev["board_acc"],
                        "ood_cell_acc": ev["cell_acc"], "id_board_acc": ev_id["board_acc"],
                        "id_cell_acc": ev_id["cell_acc"], **le}
-                if "gamma" in model.pure_step()[1]:
-                    g = np.abs(np.asarray(model.pure_step()[1]["gamma"]))
-                    rec["gamma_abs_mean"], rec["gamma_abs_max"] = float(g.mean()), float(g.max())
+                rec.update(learned_gamma(model) or {})
                 if s == args.seeds[0]:
                     d = chaos_distance(model, chaos_digits, chaos_given, warmup=args.chaos_warmup,
                                        steps=args.chaos_steps, std=args.chaos_std, key=jax.random.PRNGKey(args.seed * 10_000 + 4000 + s))

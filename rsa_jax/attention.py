@@ -189,6 +189,23 @@ def full_matrices(params: Params) -> dict:
     return out
 
 
+def with_spectral_norms(params: Params, *, wv_norm: float | None = None, wo_norm: float | None = None) -> Params:
+    """``params`` with all ``W^V_h`` (all ``W^O_h``) scaled by one factor so that the concatenated
+    ``W^V`` ``(D, H*D_V)`` (``W^O`` ``(H*D_V, D)``) has the given spectral norm (None: unchanged).
+
+    The Lyapunov sweeps over ``||W^V||`` and ``||W^O||`` (appendix B.3) use it.
+    """
+    full = full_matrices(params)
+    out = dict(params)
+    for name, target in (("wv", wv_norm), ("wo", wo_norm)):
+        if target is None:
+            continue
+        if name not in params:
+            raise ValueError(f"cannot set the norm of {name}: the parameters have none")
+        out[name] = params[name] * (target / jnp.linalg.norm(full[name.upper()].astype(jnp.float32), ord=2))
+    return out
+
+
 # --- Parametrizations with an energy (Props. 4.1, 4.2) -------------------------------------
 
 def _random_orthonormal(key: jax.Array, d: int, k: int, dtype) -> jnp.ndarray:

@@ -28,11 +28,8 @@ tasks of the seeds must share the model architecture and the loss; only their da
 from __future__ import annotations
 
 import dataclasses
-import itertools
 import json
-import math
 import shutil
-import time
 from pathlib import Path
 from typing import Any, Callable, Sequence, Union
 
@@ -41,10 +38,9 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from rsa_jax.train import (CHECKPOINT_DIR, CONFIG_FILE, METRICS_FILE, Task, TrainConfig, TrainingDiverged,
-                           _checkpoint_manager, _config_record, _finite, _read_history, _restore, _save,
-                           _scalars, _tqdm, init_train_state, make_optimizer, make_train_step, merge_model,
-                           split_model)
+from rsa_jax.train import (CHECKPOINT_DIR, CONFIG_FILE, METRICS_FILE, RunLane, Task, TrainConfig,
+                           checkpoint_manager, config_record, init_train_state, make_optimizer, make_train_step,
+                           merge_model, read_history, restore_checkpoint, run_loop, split_model)
 
 MULTISEED_FILE = "multiseed.json"
 
@@ -130,19 +126,19 @@ def train_multiseed(cfg: TrainConfig, task: Union[Task, Callable[[TrainConfig], 
         graphdef, _, rest = split_model(models[0])
         tx = make_optimizer(cfg)
         states = [init_train_state(m, tx, jax.random.PRNGKey(s), penalties) for m, s in zip(models, seeds)]
-        mngrs = [_checkpoint_manager(d / CHECKPOINT_DIR, cfg.keep_checkpoints) for d in dirs]
+        mngrs = [checkpoint_manager(d / CHECKPOINT_DIR, cfg.keep_checkpoints) for d in dirs]
         try:
             start = 0
             common = set.intersection(*(set(m.all_steps()) for m in mngrs)) if resume else set()
             if common:
                 start = max(common)
-                restored = [_restore(m, start, st) for m, st in zip(mngrs, states)]
+                restored = [restore_checkpoint(m, start, st) for m, st in zip(mngrs, states)]
                 states = [r[0] for r in restored]
                 start = int(restored[0][1]["step"])
-            histories = [_read_history(d / METRICS_FILE, start) for d in dirs]
+            histories = [read_history(d / METRICS_FILE, start) for d in dirs]
             for d, c, t, m in zip(dirs, cfgs, tasks, models):
                 d.mkdir(parents=True, exist_ok=True)
-                (d / CONFIG_FILE).write_text(json.dumps(_config_record(c, t, m), indent=2) + "\n")
+                (d / CONFIG_FILE).write_text(json.dumps(config_record(c, t, m), indent=2) + "\n")
             (out / MULTISEED_FILE).write_text(json.dumps(
                 {"seeds": seeds, "runs": [str(d) for d in dirs]}, indent=2) + "\n")
             del models
@@ -150,91 +146,14 @@ def train_multiseed(cfg: TrainConfig, task: Union[Task, Callable[[TrainConfig], 
             del states
             if start < stop:
                 step_fn = make_multiseed_train_step(graphdef, tasks[0], tx, penalties, cfg=cfg, rest=rest)
-                state = _loop(cfg, tasks, seeds, state, step_fn, mngrs, start, stop, spe, histories, dirs,
-                              graphdef, rest)
+                lanes = [RunLane(t, m, h, d / METRICS_FILE, s)
+                         for t, m, h, d, s in zip(tasks, mngrs, histories, dirs, seeds)]
+                state = run_loop(cfg, lanes, state, step_fn, start, stop, spe, graphdef, rest, pick=unstack_tree,
+                                 combine=stack_batches)
         finally:
             for m in mngrs:
                 m.close()
     return [merge_model(graphdef, unstack_tree(state.ema_params, i), rest) for i in range(len(seeds))], histories
-
-
-def _loop(cfg, tasks, seeds, state, step_fn, mngrs, start, stop, spe, histories, dirs, graphdef, rest):
-    t0 = time.time()
-    n = len(seeds)
-    pending: list = []                  # (step, stacked device metrics)
-    checked: list = [[] for _ in seeds]  # per seed: host scalar metrics not yet logged
-    last_saved = [m.latest_step() for m in mngrs]
-    bar = _tqdm(stop, start, cfg.progress)
-
-    def write(i, rec):
-        histories[i].append(rec)
-        with open(dirs[i] / METRICS_FILE, "a") as f:
-            f.write(json.dumps(rec) + "\n")
-
-    def check():
-        if not pending:
-            return
-        host = jax.device_get([m for _, m in pending])
-        for (s, _), m in zip(pending, host):
-            for i in range(n):
-                mi = {k: np.asarray(v)[i] for k, v in m.items()}
-                if not _finite(mi):
-                    pending.clear()
-                    err = TrainingDiverged(s, _scalars(mi), last_saved[i])
-                    err.seed = seeds[i]
-                    err.add_note(f"in seed {seeds[i]} of the multi-seed run {seeds}")
-                    raise err
-                checked[i].append(_scalars(mi))
-        pending.clear()
-
-    def log(step, epoch):
-        check()
-        for i in range(n):
-            if checked[i]:
-                mean = {k: float(np.mean([m[k] for m in checked[i]])) for k in checked[i][-1]}
-                checked[i].clear()
-                write(i, {"step": step, "epoch": epoch, "time": round(time.time() - t0, 3), **mean})
-
-    def save(step, epoch, pos):
-        check()
-        for i, m in enumerate(mngrs):
-            if last_saved[i] != step:
-                _save(m, unstack_tree(state, i), {"step": step, "epoch": epoch, "batch_in_epoch": pos})
-                last_saved[i] = step
-
-    step = start
-    try:
-        for epoch in range(start // spe, math.ceil(stop / spe)):
-            pos0 = step - epoch * spe
-            its = [itertools.islice(iter(t.train_batches(epoch)), pos0, None) for t in tasks]
-            for pos, batches in enumerate(zip(*its), start=pos0 + 1):
-                state, metrics = step_fn(state, stack_batches(batches))
-                step += 1
-                pending.append((step, metrics))
-                bar.update(1)
-                if cfg.log_every > 0 and step % cfg.log_every == 0:
-                    log(step, epoch)
-                if cfg.checkpoint_every > 0 and step % cfg.checkpoint_every == 0:
-                    save(step, epoch, pos)
-                if step >= stop or pos >= spe:
-                    break
-            if step - epoch * spe < spe and step < stop:
-                raise RuntimeError(f"train_batches({epoch}) of some seed yielded {step - epoch * spe} batches, "
-                                   f"steps_per_epoch says {spe}")
-            log(step, epoch)
-            epoch_done = step == (epoch + 1) * spe
-            if cfg.eval_every > 0 and epoch_done and ((epoch + 1) % cfg.eval_every == 0 or step >= stop):
-                for i, t in enumerate(tasks):
-                    if t.evaluate is not None:
-                        ev = t.evaluate(merge_model(graphdef, unstack_tree(state.ema_params, i), rest))
-                        write(i, {"step": step, "epoch": epoch, "time": round(time.time() - t0, 3),
-                                  **{f"eval/{k}": float(v) for k, v in ev.items() if np.ndim(v) == 0}})
-            if step >= stop:
-                save(step, epoch if not epoch_done else epoch + 1, 0 if epoch_done else step - epoch * spe)
-                break
-    finally:
-        bar.close()
-    return state
 
 
 def main(argv=None):

@@ -113,6 +113,8 @@ class TrainConfig:
     log_every: int = _f(20, "log averaged metrics every this many steps")
     eval_every: int = _f(0, "run the task's evaluation every this many epochs and at the end (0: never)")
     matmul_precision: str = _f("float32", "jax.default_matmul_precision: 'float32', 'tensorfloat32', 'bfloat16'")
+    data_parallel: bool = _f(False, "split every batch over all visible devices (rsa_jax.parallel; same numbers "
+                                    "up to summation order; batch_size must be divisible by the device count)")
     out: str = _f("outputs/train", "run directory: config.json, metrics.jsonl, checkpoints/")
     progress: bool = _f(True, "tqdm progress bar (off anyway when stderr is not a terminal)")
     data_dir: Optional[str] = _f(None, "data directory (none: the task's default / environment variable)")
@@ -339,7 +341,7 @@ def _tqdm(total, initial, enabled):
                 dynamic_ncols=True, desc="train")
 
 
-def _read_history(path: Path, upto_step: int) -> list:
+def read_history(path: Path, upto_step: int) -> list:
     """Records of ``metrics.jsonl`` with ``step <= upto_step`` (the file is rewritten to match)."""
     if not path.exists():
         return []
@@ -355,13 +357,15 @@ def _read_history(path: Path, upto_step: int) -> list:
     return keep
 
 
-def _checkpoint_manager(directory: Path, keep: int) -> ocp.CheckpointManager:
+def checkpoint_manager(directory: Path, keep: int) -> ocp.CheckpointManager:
+    """Synchronous Orbax manager of ``directory`` keeping the newest ``keep`` steps."""
     options = ocp.CheckpointManagerOptions(max_to_keep=max(int(keep), 1), create=True,
                                            enable_async_checkpointing=False)
     return ocp.CheckpointManager(directory.resolve(), options=options)
 
 
-def _save(mngr, state: TrainState, meta: dict) -> None:
+def save_checkpoint(mngr, state: TrainState, meta: dict) -> None:
+    """Saves ``state`` (params, EMA, optimizer, step, key, penalty states) and ``meta`` at ``meta["step"]``."""
     mngr.save(int(meta["step"]), args=ocp.args.Composite(
         params=ocp.args.StandardSave(state.params),
         ema_params=ocp.args.StandardSave(state.ema_params),
@@ -370,7 +374,8 @@ def _save(mngr, state: TrainState, meta: dict) -> None:
         meta=ocp.args.JsonSave(meta)), force=True)
 
 
-def _restore(mngr, step: int, template: TrainState):
+def restore_checkpoint(mngr, step: int, template: TrainState):
+    """``(state, meta)`` saved at ``step``; ``template`` gives the tree structure, shapes and dtypes."""
     abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, template)
     r = mngr.restore(step, args=ocp.args.Composite(
         params=ocp.args.StandardRestore(abstract.params),
@@ -384,7 +389,8 @@ def _restore(mngr, step: int, template: TrainState):
     return state, dict(r.meta)
 
 
-def _config_record(cfg: TrainConfig, task: Task, model: nnx.Module) -> dict:
+def config_record(cfg: TrainConfig, task: Task, model: nnx.Module) -> dict:
+    """The ``config.json`` of a run: training and model configs with their classes (for ``load_model``)."""
     rec = {"config_class": _class_path(cfg), "config": config_to_dict(cfg), "task": task.name,
            "lr": cfg.resolved_lr(), "model_class": _class_path(model)}
     mcfg = getattr(model, "config", None)
@@ -396,7 +402,7 @@ def _config_record(cfg: TrainConfig, task: Task, model: nnx.Module) -> dict:
 
 def _warn_config_change(old: dict, new: dict) -> None:
     ignore = {"epochs", "max_steps", "checkpoint_every", "keep_checkpoints", "log_every", "eval_every",
-              "progress", "out", "data_dir", "eval_limit"}
+              "progress", "out", "data_dir", "eval_limit", "data_parallel"}
     changed = [k for k in set(old) | set(new) if k not in ignore and old.get(k) != new.get(k)]
     if changed:
         warnings.warn("resuming with a changed config: " + ", ".join(
@@ -441,8 +447,8 @@ def train(cfg: TrainConfig, task: Task, penalties: Sequence = (), resume: bool =
         graphdef, _, rest = split_model(model)
         tx = make_optimizer(cfg)
         state = init_train_state(model, tx, jax.random.PRNGKey(cfg.seed), penalties)
-        record = _config_record(cfg, task, model)
-        mngr = _checkpoint_manager(ckpt_dir, cfg.keep_checkpoints)
+        record = config_record(cfg, task, model)
+        mngr = checkpoint_manager(ckpt_dir, cfg.keep_checkpoints)
         try:
             start = 0
             latest = mngr.latest_step()
@@ -450,29 +456,70 @@ def train(cfg: TrainConfig, task: Task, penalties: Sequence = (), resume: bool =
                 old = out / CONFIG_FILE
                 if old.exists():
                     _warn_config_change(json.loads(old.read_text()).get("config", {}), record["config"])
-                state, meta = _restore(mngr, latest, state)
+                state, meta = restore_checkpoint(mngr, latest, state)
                 start = int(meta["step"])
-            history = _read_history(metrics_path, start)
+            history = read_history(metrics_path, start)
             (out / CONFIG_FILE).write_text(json.dumps(record, indent=2) + "\n")
             if start < stop:
-                step_fn = make_train_step(graphdef, task, tx, penalties, cfg=cfg, rest=rest)
-                state = _loop(cfg, task, state, step_fn, mngr, start, stop, spe, history, metrics_path,
-                              graphdef, rest)
+                combine = None
+                if cfg.data_parallel:
+                    from rsa_jax import parallel
+                    mesh = parallel.make_mesh()
+                    pure = make_train_step(graphdef, task, tx, penalties, cfg=cfg, rest=rest, jit=False)
+                    step_fn = parallel.make_sharded_train_step(pure, mesh, donate=True)
+                    state = parallel.replicate(state, mesh)
+                    combine = lambda batches: parallel.shard_batch(batches[0], mesh)
+                else:
+                    step_fn = make_train_step(graphdef, task, tx, penalties, cfg=cfg, rest=rest)
+                state = run_loop(cfg, [RunLane(task, mngr, history, metrics_path)], state, step_fn, start, stop,
+                                 spe, graphdef, rest, combine=combine)
         finally:
             mngr.close()
     return merge_model(graphdef, state.ema_params, rest), history
 
 
-def _loop(cfg, task, state, step_fn, mngr, start, stop, spe, history, metrics_path, graphdef, rest):
+@dataclasses.dataclass
+class RunLane:
+    """One run directory served by :func:`run_loop`: a seed's task, checkpoints and metrics.
+
+    Attributes:
+      task: the seed's task (its data order).
+      mngr: its Orbax ``CheckpointManager`` (:func:`checkpoint_manager`).
+      history: its metric records so far (appended to).
+      metrics_path: its ``metrics.jsonl``.
+      seed: set in multi-seed runs; named by :class:`TrainingDiverged`.
+    """
+
+    task: Task
+    mngr: Any
+    history: list
+    metrics_path: Path
+    seed: Optional[int] = None
+
+
+def run_loop(cfg: TrainConfig, lanes: Sequence[RunLane], state, step_fn, start: int, stop: int, spe: int,
+             graphdef, rest, *, pick: Optional[Callable] = None, combine: Optional[Callable] = None):
+    """Steps ``start -> stop`` with logging, NaN checks, checkpoints and evaluation; returns the state.
+
+    One lane is a plain run (``pick``/``combine`` None). Several lanes share one stacked state
+    (``rsa_jax.multiseed``): ``pick(tree, i)`` takes lane ``i``'s part of a stacked pytree and
+    ``combine(batches)`` stacks the lanes' batches of a step (a plain run may pass ``combine`` alone,
+    e.g. to shard its batch over devices). Metrics are fetched from the device
+    only when logged or checkpointed, so the host never waits on every step; a non-finite loss or
+    gradient norm raises :class:`TrainingDiverged` before anything of that step is saved.
+    """
+    single = pick is None
+    pick = pick or (lambda tree, i: tree)
+    combine = combine or (lambda batches: batches[0])
     t0 = time.time()
-    pending: list = []      # (step, device metrics) not yet checked
-    checked: list = []      # host metrics checked finite, not yet logged
-    last_saved = [mngr.latest_step()]
+    pending: list = []                    # (step, device metrics) not yet checked
+    checked: list = [[] for _ in lanes]   # per lane: host metrics checked finite, not yet logged
+    last_saved = [lane.mngr.latest_step() for lane in lanes]
     bar = _tqdm(stop, start, cfg.progress)
 
-    def write(rec):
-        history.append(rec)
-        with open(metrics_path, "a") as f:
+    def write(i, rec):
+        lanes[i].history.append(rec)
+        with open(lanes[i].metrics_path, "a") as f:
             f.write(json.dumps(rec) + "\n")
 
     def check():
@@ -481,38 +528,45 @@ def _loop(cfg, task, state, step_fn, mngr, start, stop, spe, history, metrics_pa
             return
         host = jax.device_get([m for _, m in pending])
         for (s, _), m in zip(pending, host):
-            if not _finite(m):
-                pending.clear()
-                raise TrainingDiverged(s, _scalars(m), last_saved[0])
-            checked.append(_scalars(m))
+            for i, lane in enumerate(lanes):
+                mi = m if single else {k: np.asarray(v)[i] for k, v in m.items()}
+                if not _finite(mi):
+                    pending.clear()
+                    err = TrainingDiverged(s, _scalars(mi), last_saved[i])
+                    if lane.seed is not None:
+                        err.seed = lane.seed
+                        err.add_note(f"in seed {lane.seed} of the multi-seed run {[la.seed for la in lanes]}")
+                    raise err
+                checked[i].append(_scalars(mi))
         pending.clear()
 
     def log(step, epoch):
         check()
-        if not checked:
-            return
-        mean = {k: float(np.mean([m[k] for m in checked])) for k in checked[-1]}
-        checked.clear()
-        write({"step": step, "epoch": epoch, "time": round(time.time() - t0, 3), **mean})
-        post = {"loss": f"{mean['loss']:.4f}"}
-        for k in ("cell_acc", "acc", "board_acc"):
-            if k in mean:
-                post[k] = f"{mean[k]:.3f}"
-        bar.set_postfix(post, refresh=False)
+        for i in range(len(lanes)):
+            if not checked[i]:
+                continue
+            mean = {k: float(np.mean([m[k] for m in checked[i]])) for k in checked[i][-1]}
+            checked[i].clear()
+            write(i, {"step": step, "epoch": epoch, "time": round(time.time() - t0, 3), **mean})
+            if i == 0:
+                post = {"loss": f"{mean['loss']:.4f}"}
+                post.update({k: f"{mean[k]:.3f}" for k in ("cell_acc", "acc", "board_acc") if k in mean})
+                bar.set_postfix(post, refresh=False)
 
     def save(step, epoch, pos):
         log(step, epoch)    # every step lands in exactly one record, so resumed histories match
-        if last_saved[0] != step:
-            _save(mngr, state, {"step": step, "epoch": epoch, "batch_in_epoch": pos})
-            last_saved[0] = step
+        for i, lane in enumerate(lanes):
+            if last_saved[i] != step:
+                save_checkpoint(lane.mngr, pick(state, i), {"step": step, "epoch": epoch, "batch_in_epoch": pos})
+                last_saved[i] = step
 
     step = start
     try:
         for epoch in range(start // spe, math.ceil(stop / spe)):
             pos0 = step - epoch * spe
-            batches = itertools.islice(iter(task.train_batches(epoch)), pos0, None)
-            for pos, batch in enumerate(batches, start=pos0 + 1):
-                state, metrics = step_fn(state, batch)
+            its = [itertools.islice(iter(lane.task.train_batches(epoch)), pos0, None) for lane in lanes]
+            for pos, batches in enumerate(zip(*its), start=pos0 + 1):
+                state, metrics = step_fn(state, combine(batches))
                 step += 1
                 pending.append((step, metrics))
                 bar.update(1)
@@ -523,15 +577,16 @@ def _loop(cfg, task, state, step_fn, mngr, start, stop, spe, history, metrics_pa
                 if step >= stop or pos >= spe:
                     break
             if step - epoch * spe < spe and step < stop:
-                raise RuntimeError(f"task.train_batches({epoch}) yielded {step - epoch * spe} batches, "
+                raise RuntimeError(f"train_batches({epoch}) yielded {step - epoch * spe} batches, "
                                    f"steps_per_epoch says {spe}")
             log(step, epoch)
             epoch_done = step == (epoch + 1) * spe
-            if task.evaluate is not None and cfg.eval_every > 0 and epoch_done and (
-                    (epoch + 1) % cfg.eval_every == 0 or step >= stop):
-                ev = task.evaluate(merge_model(graphdef, state.ema_params, rest))
-                write({"step": step, "epoch": epoch, "time": round(time.time() - t0, 3),
-                       **{f"eval/{k}": float(v) for k, v in ev.items() if np.ndim(v) == 0}})
+            if cfg.eval_every > 0 and epoch_done and ((epoch + 1) % cfg.eval_every == 0 or step >= stop):
+                for i, lane in enumerate(lanes):
+                    if lane.task.evaluate is not None:
+                        ev = lane.task.evaluate(merge_model(graphdef, pick(state.ema_params, i), rest))
+                        write(i, {"step": step, "epoch": epoch, "time": round(time.time() - t0, 3),
+                                  **{f"eval/{k}": float(v) for k, v in ev.items() if np.ndim(v) == 0}})
             if step >= stop:
                 save(step, epoch if not epoch_done else epoch + 1, 0 if epoch_done else step - epoch * spe)
                 break
@@ -566,7 +621,7 @@ def load_model(path, step: Optional[int] = None, init_model: Optional[Callable] 
     else:
         raise ValueError(f"{path}: the model has no dataclass `config`; pass init_model")
     graphdef, params, rest = split_model(model)
-    mngr = _checkpoint_manager(path / CHECKPOINT_DIR, cfg.keep_checkpoints)
+    mngr = checkpoint_manager(path / CHECKPOINT_DIR, cfg.keep_checkpoints)
     try:
         step = mngr.latest_step() if step is None else step
         if step is None:
@@ -610,9 +665,9 @@ def _doc_help(cls) -> dict:
     return out
 
 
-def _converter(tp, optional: bool):
+def _converter(tp, optional: bool, null_words: tuple = ("none", "null")):
     def conv(s: str):
-        if optional and s.lower() in ("none", "null"):
+        if optional and s.lower() in null_words:
             return None
         if tp is bool:
             if s.lower() in ("1", "true", "yes", "on"):
@@ -628,7 +683,8 @@ def _converter(tp, optional: bool):
 def add_dataclass_args(parser: argparse.ArgumentParser, cls, *, prefix: str = "", defaults=None,
                        exclude: Sequence[str] = ()) -> argparse.ArgumentParser:
     """Adds ``--field-name`` for every field of dataclass ``cls`` (nested dataclasses as
-    ``--outer-inner``, e.g. ``--model-d``). Optional fields accept ``none``; booleans are
+    ``--outer-inner``, e.g. ``--model-d``). Optional fields accept ``none`` (fields in the class's
+    ``DERIVED`` table take ``auto`` instead, so that ``--model-norm none`` is a value); booleans are
     ``--flag/--no-flag``. Unset flags are absent from the namespace, so
     :func:`dataclass_from_args` keeps the base config's value.
 
@@ -660,7 +716,11 @@ def add_dataclass_args(parser: argparse.ArgumentParser, cls, *, prefix: str = ""
             parser.add_argument(flag, dest=dotted, nargs="*", type=_converter(inner, False),
                                 default=argparse.SUPPRESS, help=help_)
         else:
-            parser.add_argument(flag, dest=dotted, type=_converter(tp, _is_optional(hints[f.name])),
+            derived = f.name in getattr(cls, "DERIVED", {})  # "none" is a value there; "auto" unsets it
+            if derived:
+                help_ = help_.replace(" (default:", "; 'auto': derived from the other fields (default:", 1)
+            parser.add_argument(flag, dest=dotted, type=_converter(tp, _is_optional(hints[f.name]),
+                                                                   ("auto",) if derived else ("none", "null")),
                                 default=argparse.SUPPRESS, metavar=getattr(tp, "__name__", "X").upper(),
                                 help=help_)
     return parser
@@ -682,6 +742,9 @@ def dataclass_from_args(args: argparse.Namespace, cls, base=None, *, prefix: str
         elif dotted in given:
             v = given[dotted]
             changes[f.name] = tuple(v) if isinstance(v, list) else v
+    for name, sources in getattr(cls, "DERIVED", {}).items():  # e.g. norm follows kind unless given
+        if name not in changes and any(src in changes for src in sources):
+            changes[name] = None
     return dataclasses.replace(base, **changes) if changes else base
 
 

@@ -1,9 +1,19 @@
-"""Shared test setup: JAX in float64 for the whole session.
+"""Shared test setup: JAX in float64 for the whole session, cheap XLA compilation.
 
 Set at import time (before any test module builds arrays) so that reference comparisons can use
 tolerances of 1e-8..1e-12. Tests that care about float32 behaviour must ask for it explicitly.
+
+The test programs are tiny, so compilation dominates the suite's time: unless ``XLA_FLAGS`` already
+says otherwise, XLA's CPU backend compiles without its expensive LLVM passes (the arithmetic is the
+same; about 20% less CPU time for the suite). Subprocesses started by tests inherit the setting.
 """
 
-import jax
+import os
+
+_FAST_COMPILE = "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
+if "xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
+    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + _FAST_COMPILE).strip()
+
+import jax  # noqa: E402
 
 jax.config.update("jax_enable_x64", True)

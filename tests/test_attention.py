@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from rsa_jax.attention import (attention_weights, full_matrices, init_attention, msa, sa_heads,
-                               symmetric_multi_head, symmetric_single_head)
+                               symmetric_multi_head, symmetric_single_head, with_spectral_norms)
+from reference import numpy_attention_params  # noqa: E402
 
 S = 5
 
@@ -62,20 +63,8 @@ def ref_msa(p, x, beta=None):
 
 def _params(d, h, *, bias, out_proj, seed=0):
     """Random parameters in the library layout, drawn with NumPy (cheap; init_attention is tested apart)."""
-    rng = np.random.default_rng(seed)
-    dh = d // h
-    dv = dh if out_proj else d
-    p = {"wq": rng.standard_normal((h, d, dh)), "wk": rng.standard_normal((h, d, dh)),
-         "wv": rng.standard_normal((h, d, dv))}
-    if out_proj:
-        p["wo"] = rng.standard_normal((h, dv, d))
-    p = {k: v / np.sqrt(d) for k, v in p.items()}
-    if bias:
-        p |= {"bq": rng.standard_normal((h, dh)), "bk": rng.standard_normal((h, dh)),
-              "bv": rng.standard_normal((h, dv))}
-        if out_proj:
-            p["bo"] = rng.standard_normal(d)
-    return {k: jnp.asarray(v) for k, v in p.items()}
+    return {k: jnp.asarray(v) for k, v in numpy_attention_params(d, h, bias=bias, out_proj=out_proj,
+                                                                 seed=seed).items()}
 
 
 # (D, H, bias, out_proj)
@@ -227,3 +216,17 @@ def test_symmetric_multi_head(d, h):
     np.testing.assert_allclose(ev[-m:], s ** 2, atol=1e-10)
     with pytest.raises(ValueError, match="must divide D"):
         symmetric_multi_head(jax.random.PRNGKey(0), 12, 4)  # raises before drawing anything
+
+
+def test_with_spectral_norms_sets_the_concatenated_norms():
+    p = _params(8, 2, bias=False, out_proj=True, seed=3)
+    q = with_spectral_norms(p, wv_norm=2.5, wo_norm=0.5)
+    full = full_matrices(q)
+    np.testing.assert_allclose(np.linalg.norm(np.asarray(full["WV"]), 2), 2.5, rtol=1e-6)
+    np.testing.assert_allclose(np.linalg.norm(np.asarray(full["WO"]), 2), 0.5, rtol=1e-6)
+    ratio = np.asarray(q["wv"]) / np.asarray(p["wv"])           # one factor for all heads
+    np.testing.assert_allclose(ratio, ratio.flat[0])
+    np.testing.assert_array_equal(q["wq"], p["wq"])
+    assert with_spectral_norms(p)["wv"] is p["wv"]
+    with pytest.raises(ValueError):
+        with_spectral_norms(_params(8, 2, bias=False, out_proj=False), wo_norm=1.0)

@@ -10,6 +10,7 @@ from jax.scipy.linalg import expm
 
 from rsa_jax.dynamics import (akorn_step, integrate, iterate, itrsa_step, msa_field, projected_sa_field,
                               rollout)
+from reference import numpy_attention_params  # noqa: E402
 
 S, D, H = 6, 8, 2
 RNG = np.random.default_rng(0)
@@ -28,14 +29,7 @@ expm_j = JIT(expm)
 
 
 def _attn(d=D, h=H, *, out_proj=True, seed=0):
-    rng = np.random.default_rng(seed)
-    dh = d // h
-    dv = dh if out_proj else d
-    p = {"wq": rng.standard_normal((h, d, dh)), "wk": rng.standard_normal((h, d, dh)),
-         "wv": rng.standard_normal((h, d, dv))}
-    if out_proj:
-        p["wo"] = rng.standard_normal((h, dv, d))
-    return {k: jnp.asarray(v / np.sqrt(d)) for k, v in p.items()}
+    return {k: jnp.asarray(v) for k, v in numpy_attention_params(d, h, out_proj=out_proj, seed=seed).items()}
 
 
 def ref_msa(p, x):

@@ -15,6 +15,7 @@ import pytest
 from rsa_jax.attention import init_attention, symmetric_multi_head, symmetric_single_head
 from rsa_jax.dynamics import integrate, msa_field, projected_sa_field
 from rsa_jax.energy import akorn_energy, e_multi, e_single, pseudo_energy
+from reference import numpy_attention_params  # noqa: E402
 
 D = 8
 
@@ -34,20 +35,7 @@ def _unit(x):
 
 
 def _np_attn(d, h, *, out_proj, bias=False, seed=0):
-    rng = np.random.default_rng(seed)
-    dh = d // h
-    dv = dh if out_proj else d
-    p = {"wq": rng.standard_normal((h, d, dh)), "wk": rng.standard_normal((h, d, dh)),
-         "wv": rng.standard_normal((h, d, dv))}
-    if out_proj:
-        p["wo"] = rng.standard_normal((h, dv, d))
-    p = {k: v / np.sqrt(d) for k, v in p.items()}
-    if bias:
-        p |= {"bq": rng.standard_normal((h, dh)), "bk": rng.standard_normal((h, dh)),
-              "bv": rng.standard_normal((h, dv))}
-        if out_proj:
-            p["bo"] = rng.standard_normal(d)
-    return p
+    return numpy_attention_params(d, h, out_proj=out_proj, bias=bias, seed=seed)
 
 
 def ref_energy(p, x, beta=None):

@@ -5,13 +5,13 @@ Checks, on tiny models (D = 8, N in {2, 4, 8}):
   * the Jacobian of one step has exactly S * D / N null directions (one radial direction per
     normalized oscillator), and the full QR Lyapunov spectrum has exactly that many exponents at
     the floor (``NULL_FLOOR``) while every other exponent is finite and above it;
-  * gamma (the RMSNorm gain) receives nonzero, finite gradients through the T-step rollout.
+  * gamma (the RMSNorm gain) receives nonzero, finite gradients through the T-step rollout
+    (one step of the trainer moves it).
 """
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 import pytest
 from flax import nnx
 
@@ -155,15 +155,17 @@ def test_model_pure_step_uses_oscillator_norm(kind, n):
 @pytest.mark.parametrize("kind", ["itrsa", "akorn"])
 @pytest.mark.parametrize("n", NS)
 def test_null_directions_equal_S_D_over_N(kind, n):
-    model = _model(kind, n, seed=3)
-    step, params = model.pure_step()
-    digits, given = _puzzle(7)
-    c, x0 = model.condition(digits, given, jax.random.PRNGKey(2))
-    f = lambda x: step(params, x, c[0])
-    x0 = x0[0]
-    s = x0.shape[0]
+    """The models' steps (``cfg.step_fn``, as ``pure_step`` returns) on S = 6 random tokens."""
+    cfg = (ModelConfig(kind="itrsa", d=D, heads=H, n=n, norm="rmsnorm", norm_n=n) if kind == "itrsa"
+           else ModelConfig(kind="akorn", d=D, heads=H, n=n, norm="rmsnorm"))
+    kp, kx, kc = jax.random.split(jax.random.PRNGKey(3 + n), 3)
+    params = random_params(kp, with_omega=kind == "akorn")
+    s = 6
+    x0, c = unit_chunks(kx, s, n), jax.random.normal(kc, (s, D))
+    f = lambda x: cfg.step_fn(params, x, c)
     expected = s * D // n
-    assert null_directions(x0.shape, model.config.state_chunk, model.config.norm) == expected
+    assert null_directions(x0.shape, cfg.state_chunk, cfg.norm) == expected
+    assert null_directions((81, D), cfg.state_chunk, cfg.norm) == 81 * D // n   # a Sudoku state
 
     # one-step Jacobian: rank S*D - S*D/N
     sv = np.linalg.svd(np.asarray(dense_jacobian(f, x0), np.float64), compute_uv=False)
@@ -173,7 +175,7 @@ def test_null_directions_equal_S_D_over_N(kind, n):
     # One refinement sweep is needed: the classical start Q0 = I (sweeps=0) Gram-Schmidts the
     # axis-aligned columns of J, which are nearly dependent (tokens couple only weakly through
     # attention), so the per-step null set lands on different column indices and the time
-    # averages mix floor and non-floor logs (e.g. 317 of 324 at the floor for N=2).
+    # averages mix floor and non-floor logs.
     ex = np.asarray(lyapunov_spectrum(f, x0, T=2, sweeps=1).exponents)
     assert ex.shape == (s * D,)
     at_floor = ex <= NULL_FLOOR + 1e-6
@@ -184,27 +186,6 @@ def test_null_directions_equal_S_D_over_N(kind, n):
 
 
 # ----------------------------------------------------------------------------- gradients
-@pytest.mark.parametrize("kind,n", [("itrsa", 2), ("akorn", 8)])
-def test_gamma_gets_gradients_and_trains(kind, n):
-    model = _model(kind, n, seed=5)
-    digits, given = _puzzle(11, b=4)
-    labels = jnp.asarray(np.random.default_rng(0).integers(0, 9, size=(4, 81)))
-    key = jax.random.PRNGKey(0)
-
-    def loss_fn(m):
-        logits = m(digits, given, key, 4)
-        return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
-
-    grads = nnx.grad(loss_fn)(model)
-    g = np.asarray(grads.gamma[...])
-    assert g.shape == (D,) and np.all(np.isfinite(g)) and np.linalg.norm(g) > 1e-6
-
-    opt = nnx.Optimizer(model, optax.sgd(0.5), wrt=nnx.Param)
-    before = np.asarray(model.gamma[...]).copy()
-    opt.update(model, grads)
-    assert not np.allclose(np.asarray(model.gamma[...]), before)
-
-
 @pytest.mark.parametrize("kind", ["itrsa", "akorn"])
 def test_gamma_trains_through_the_trainer(kind):
     """One step of ``rsa_jax.train``'s pure train step on the Sudoku loss moves gamma."""
@@ -226,5 +207,6 @@ def test_gamma_trains_through_the_trainer(kind):
     state = init_train_state(model, tx, jax.random.PRNGKey(0))
     before = np.asarray(state.params["gamma"]).copy()
     state, metrics = make_train_step(graphdef, task, tx, cfg=cfg, rest=rest)(state, batch)
-    assert np.isfinite(float(metrics["loss"]))
-    assert not np.allclose(np.asarray(state.params["gamma"]), before)
+    assert np.isfinite(float(metrics["loss"])) and np.isfinite(float(metrics["grad_norm"]))
+    after = np.asarray(state.params["gamma"])
+    assert np.all(np.isfinite(after)) and not np.allclose(after, before)   # gamma got a nonzero gradient

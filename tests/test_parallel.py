@@ -71,6 +71,18 @@ SCRIPT = textwrap.dedent("""
             "grad_norm": diff([m["grad_norm"] for m in m1], [m["grad_norm"] for m in m2]),
             "param_scale": max(float(np.max(np.abs(x))) for x in jax.tree.leaves(s1.params)),
         }
+    # train(): data_parallel=True runs the same numbers through the trainer (checkpoints included)
+    import dataclasses, tempfile
+    from rsa_jax.train import train
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg = TrainConfig(model=ModelConfig(kind="itrsa", d=16, heads=2, n=4), t_train=2, batch_size=8, epochs=1,
+                          lr=1e-2, ema_after=1, ema_every=1, progress=False, checkpoint_every=1, out=tmp + "/a")
+        tr = generate_puzzles(16, range(34, 40), seed=0)
+        m_a, h_a = train(cfg, sudoku_task(cfg, tr, tr))
+        cfg_b = dataclasses.replace(cfg, data_parallel=True, out=tmp + "/b")
+        m_b, h_b = train(cfg_b, sudoku_task(cfg_b, tr, tr))
+        out["train"] = {"params": diff(m_a.pure_step()[1], m_b.pure_step()[1]),
+                        "loss": max(abs(a["loss"] - b["loss"]) for a, b in zip(h_a, h_b)), "records": len(h_b)}
     # a batch that does not split evenly is refused with a clear message
     try:
         parallel.shard_batch({"x": np.zeros((6, 3))}, parallel.make_mesh())
@@ -100,6 +112,13 @@ def test_sharded_step_equals_single_device(result):
     for k in ("params", "ema", "opt_state", "extra"):
         assert r[k] <= 1e-5 * max(1.0, r["param_scale"]), (k, r)
     assert r["loss"] <= 1e-5 and r["grad_norm"] <= 1e-5, r
+
+
+@pytest.mark.slow
+def test_train_with_data_parallel_equals_single_device(result):
+    r = result["train"]
+    assert r["records"] == 2, r
+    assert r["params"] <= 1e-5 and r["loss"] <= 1e-5, r
 
 
 @pytest.mark.slow

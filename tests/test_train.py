@@ -272,6 +272,14 @@ def test_cli_dataclass_parsing():
     assert cfg.model == ModelConfig(kind="itrsa", d=32, heads=4, norm_n=None, fused=True)
     assert dataclass_from_args(parser.parse_args(["--lr", "none"]), TrainConfig).lr is None
     assert dataclass_from_args(parser.parse_args([]), TrainConfig, base) == base
+    # the normalization follows the kind unless given (the default model is AKOrN with Pi)
+    assert dataclass_from_args(parser.parse_args(["--model-kind", "itrsa"]), TrainConfig).model.norm == "rmsnorm"
+    kind_norm = parser.parse_args(["--model-kind", "itrsa", "--model-norm", "pi"])
+    assert dataclass_from_args(kind_norm, TrainConfig).model.norm == "pi"
+    no_norm = parser.parse_args(["--model-kind", "itrsa", "--model-norm", "none"])
+    assert dataclass_from_args(no_norm, TrainConfig).model.norm == "none"   # "none" = no normalization
+    assert dataclass_from_args(parser.parse_args(["--model-norm", "auto"]), TrainConfig, base).model.norm == "rmsnorm"
+    assert dataclass_from_args(parser.parse_args(["--model-d", "32"]), TrainConfig, base).model.norm == "rmsnorm"
     text = parser.format_help()
     for flag in ("--model-kind", "--matmul-precision", "--ema-decay", "--checkpoint-every", "--batch-size"):
         assert flag in text

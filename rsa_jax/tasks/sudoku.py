@@ -41,7 +41,8 @@ def sudoku_loss(model: SudokuModel, batch: dict, key: jax.Array, steps: int, *, 
       batch: ``digits`` (B, 81) int (0 = blank), ``given`` (B, 81) bool, ``target`` (B, 81) int in 0..8.
       key: PRNG key of the blank cells' random initial state.
       steps: T.
-      trajectory: also put the visited states ``(T, B, 81, D)`` in ``aux["trajectory"]``.
+      trajectory: also put the visited states ``(T, B, 81, D)`` in ``aux["xs"]`` (alias
+        ``aux["trajectory"]``), the key ``rsa_jax.regularizers.JacobianPenalty`` reads.
 
     Returns:
       ``(loss, metrics)``: ``metrics`` has ``loss``, ``cell_acc`` (blank cells right),
@@ -50,16 +51,10 @@ def sudoku_loss(model: SudokuModel, batch: dict, key: jax.Array, steps: int, *, 
     """
     digits, given, target = jnp.asarray(batch["digits"]), jnp.asarray(batch["given"]), jnp.asarray(batch["target"])
     c, x0 = model.condition(digits, given, key)
-    if trajectory:
-        x, xs = model.rollout(c, x0, steps, trajectory=True)
-    else:
-        x, xs = model.rollout(c, x0, steps), None
+    x, aux = model.rollout_aux(c, x0, steps, trajectory=trajectory)
     logits = model.readout(x)
     loss = optax.softmax_cross_entropy_with_integer_labels(logits, target).mean()
     cell_acc, board_acc = sudoku_metrics(logits, target, given)
-    aux = {"c": c, "x0": x0, "x": x}
-    if trajectory:
-        aux["trajectory"] = xs
     return loss, {"loss": loss, "cell_acc": cell_acc, "board_acc": board_acc, "aux": aux}
 
 
@@ -80,7 +75,7 @@ def sudoku_task(cfg: TrainConfig, train_set: Optional[SudokuSet] = None, eval_se
       cfg: uses ``model``, ``t_train``, ``batch_size``, ``seed``, ``data_dir``, ``train_limit``, ``eval_limit``.
       train_set: training puzzles (default: SATNet train, see :func:`load_sets`).
       eval_set: puzzles for ``evaluate`` (default: SATNet test); evaluation reads out at ``t_train``.
-      trajectory: hand the full trajectory to penalties (``aux["trajectory"]``; memory T x state).
+      trajectory: hand the full trajectory to penalties (``aux["xs"]``; memory T x state).
 
     Returns:
       The task; ``evaluate(model)`` returns ``board_acc`` and ``cell_acc`` on ``eval_set``.

@@ -88,16 +88,10 @@ def vision_loss(model: VisionModel, batch: dict, key: jax.Array, steps: int, *, 
     """
     images, labels = jnp.asarray(batch["image"]), jnp.asarray(batch["label"])
     c, x0 = model.condition(images, key)
-    if trajectory:
-        x, xs = model.rollout(c, x0, steps, trajectory=True)
-    else:
-        x, xs = model.rollout(c, x0, steps), None
+    x, aux = model.rollout_aux(c, x0, steps, trajectory=trajectory)
     logits = model.readout(x)
     loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
     acc = jnp.mean(jnp.argmax(logits, -1) == labels)
-    aux = {"c": c, "x0": x0, "x": x}
-    if trajectory:
-        aux["trajectory"] = aux["xs"] = xs
     return loss, {"loss": loss, "acc": acc, "aux": aux}
 
 

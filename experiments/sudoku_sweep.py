@@ -1,0 +1,203 @@
+"""Plumbing shared by the Sudoku sweep experiments (oscillator_size, heads, gamma_table, regularization).
+
+Each sweep trains a few model variants over seeds, then reads numbers off the trained models:
+OOD test-time-scaling curves, Lyapunov exponents of the trained pure step, learned RMSNorm gamma.
+The pieces here do that and nothing else::
+
+    sets = load_sets(args.data_dir, train=400, id=100, ood=100)
+    runs = train_variant(base_cfg, out / "runs" / "itrsa_H4", [0, 1], sets["train"], sets["id"])
+    for seed, model, run_dir in runs:
+        le = model_lyapunov(model, *lyapunov_puzzle(sets["ood"]), T=16, k=8, key=jax.random.PRNGKey(seed))
+        ev = evaluate_boards(model, sets["ood"], t_eval)
+
+Runs live in ``run_dir/seed_<s>``; re-running resumes an unfinished run and reuses a finished one
+(``retrain=True`` starts afresh). Several seeds train in one vmapped program
+(``rsa_jax.multiseed``), one seed with ``rsa_jax.train.train``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from rsa_jax.data.sudoku import SudokuSet, load_or_generate
+from rsa_jax.lyapunov import lyapunov_spectrum, max_lyapunov, mean_lyapunov, null_directions
+from rsa_jax.tasks.sudoku import sudoku_task
+from rsa_jax.train import TrainConfig, train
+
+#: split name -> (generated stand-in seed, stand-in size when no limit is given)
+SPLITS = {"train": ("satnet_train", 0, 500), "id": ("satnet_test", 1, 200), "ood": ("rrn_test", 2, 200),
+          "valid": ("rrn_valid", 3, 200)}
+
+
+def load_sets(data_dir: str | None, **limits: int | None) -> dict:
+    """Loads the named splits, each cut to its limit.
+
+    Args:
+      data_dir: Sudoku data directory (None: ``$RSA_JAX_SUDOKU_DIR`` or the shared folder);
+        generated stand-ins, with a warning, where files are missing.
+      **limits: ``train``, ``id`` (SATNet test), ``ood`` (RRN test), ``valid`` (RRN valid) -> number
+        of puzzles (None: all). Only the splits named are loaded.
+
+    Returns:
+      ``{name: SudokuSet}``.
+    """
+    out = {}
+    for name, limit in limits.items():
+        if name not in SPLITS:
+            raise ValueError(f"unknown split {name!r}; expected one of {sorted(SPLITS)}")
+        split, seed, fallback = SPLITS[name]
+        out[name] = load_or_generate(split, data_dir, n_fallback=limit or fallback, seed=seed, limit=limit)
+    return out
+
+
+def train_variant(base: TrainConfig, run_dir, seeds: Sequence[int], train_set: SudokuSet, id_set: SudokuSet, *,
+                  penalties: Sequence = (), retrain: bool = False, trajectory: bool = False) -> list:
+    """Trains ``base`` once per seed under ``run_dir/seed_<s>`` (or picks the runs up).
+
+    Args:
+      base: training config (``seed`` and ``out`` are replaced).
+      run_dir: parent folder of the per-seed runs.
+      seeds: training seeds; more than one trains them in one vmapped program.
+      train_set, id_set: training puzzles and the puzzles of the in-training evaluation.
+      penalties: regularizer objects (``rsa_jax.regularizers``); their states are checkpointed.
+      retrain: delete earlier checkpoints and train afresh.
+      trajectory: give penalties the visited states (``aux["xs"]``; needed by ``JacobianPenalty``).
+
+    Returns:
+      ``[(seed, model, run_dir_of_seed)]`` with the EMA models.
+    """
+    base = dataclasses.replace(base, out=str(Path(run_dir)))
+    task = lambda c: sudoku_task(c, train_set, id_set, trajectory=trajectory)
+    if len(seeds) > 1:
+        from rsa_jax.multiseed import seed_config, train_multiseed
+        models, _ = train_multiseed(base, task, seeds, penalties=penalties, resume=not retrain)
+        return [(s, m, seed_config(base, s).out) for s, m in zip(seeds, models)]
+    out = []
+    for s in seeds:
+        cfg = dataclasses.replace(base, seed=s, out=str(Path(run_dir) / f"seed_{s}"))
+        model, _ = train(cfg, task(cfg), penalties, resume=not retrain)
+        out.append((s, model, cfg.out))
+    return out
+
+
+def lyapunov_puzzle(sudoku_set: SudokuSet, index: int = 0):
+    """``(digits (81,) int32, given (81,) bool)`` of one puzzle, the start of the Lyapunov analysis."""
+    if not 0 <= index < len(sudoku_set):
+        raise IndexError(f"puzzle {index} out of range for a set of {len(sudoku_set)}")
+    return sudoku_set.puzzles[index].astype(np.int32), sudoku_set.givens[index]
+
+
+def model_lyapunov(model, digits, given, *, T: int = 16, k: int | None = 16, sweeps: int = 1, key) -> dict:
+    """Lyapunov exponents of a trained Sudoku model's pure step at horizon ``T`` on one puzzle.
+
+    The state starts at the model's ``X0`` for the puzzle (``key`` draws the blanks' noise); the
+    null (radial) directions of the normalization are excluded when they can be among the
+    computed exponents.
+
+    Args:
+      model: a ``SudokuModel`` (anything with ``condition`` and ``pure_step``).
+      digits, given: ``(81,)`` puzzle (see :func:`lyapunov_puzzle`).
+      T: horizon of the finite-time exponents.
+      k: leading exponents computed (None: the full spectrum of ``81 D``).
+      sweeps: refinement sweeps of ``lyapunov_spectrum``.
+      key: PRNG key.
+
+    Returns:
+      ``{"max_le", "mean_le", "exponents", "num_null", "dropped"}``: ``mean_le`` is the paper's mean
+      LE (over the ``M = n - num_null`` non-null exponents) for the full spectrum, and the mean of the
+      leading ``k`` otherwise; ``dropped`` is how many computed exponents were null directions.
+    """
+    step, params = model.pure_step()
+    c, x0 = model.condition(jnp.asarray(digits)[None], jnp.asarray(given)[None], key)
+    c, x0 = c[0], x0[0]
+    cfg = model.config
+    num_null = null_directions(x0.shape, cfg.state_chunk, cfg.norm)
+    k = x0.size if k is None else min(k, x0.size)
+    drop = max(0, k - (x0.size - num_null))  # a random leading-k start holds no null direction otherwise
+
+    @jax.jit
+    def spectrum(params, x0, c):
+        return lyapunov_spectrum(lambda x: step(params, x, c), x0, T, k, sweeps=sweeps,
+                                 key=jax.random.PRNGKey(1)).exponents
+
+    ex = np.asarray(spectrum(params, x0, c))
+    if drop >= k:
+        nan = float("nan")
+        return {"max_le": nan, "mean_le": nan, "exponents": ex.tolist(), "num_null": num_null, "dropped": drop}
+    return {"max_le": float(max_lyapunov(ex, drop)), "mean_le": float(mean_lyapunov(ex, drop)),
+            "exponents": ex.tolist(), "num_null": num_null, "dropped": drop}
+
+
+def learned_gamma(model) -> dict | None:
+    """``{"gamma_abs_mean", "gamma_abs_max"}`` of the RMSNorm gain (Table S.1); None without RMSNorm."""
+    params = model.pure_step()[1]
+    if "gamma" not in params:
+        return None
+    g = np.abs(np.asarray(params["gamma"], np.float64))
+    return {"gamma_abs_mean": float(g.mean()), "gamma_abs_max": float(g.max())}
+
+
+def mean_std(values) -> tuple:
+    """``(mean, std)`` over axis 0 (seeds) as NumPy arrays (floats for scalars)."""
+    v = np.asarray(values, np.float64)
+    m, s = v.mean(0), v.std(0)
+    return (float(m), float(s)) if v.ndim == 1 else (m, s)
+
+
+def plot_curve(ax, t_eval, acc, label: str, color=None, marker: str = "o"):
+    """Mean curve of ``acc`` ``(seeds, len(t_eval))`` in percent, with a +-1 std band over seeds."""
+    acc = 100 * np.asarray(acc, np.float64)
+    m, s = acc.mean(0), acc.std(0)
+    line, = ax.plot(t_eval, m, marker + "-", ms=3, color=color, label=label)
+    if acc.shape[0] > 1:
+        ax.fill_between(t_eval, m - s, m + s, color=line.get_color(), alpha=0.15)
+    return line
+
+
+def add_training_flags(parser, cpu: dict, full: dict, *, seeds: bool = True):
+    """Adds the training flags of a Sudoku sweep, named as in ``experiments.oscillator_size`` (so its
+    ``train_config(args, ...)`` reads them): ``--data-dir``, ``--seeds``, ``--epochs``, ``--batch-size``,
+    ``--lr``, ``--t-train``, ``--train-limit``, ``--id-limit``, ``--retrain``.
+
+    Defaults are None, filled by :func:`apply_preset` from ``cpu`` or ``full`` (``--full``); the help
+    texts show both. Keys needed in the presets: ``epochs, batch_size, lr, train_limit, id_limit``
+    (and ``seeds`` with ``seeds=True``); ``t_train`` defaults to 16.
+
+    Args:
+      parser: an ``argparse`` parser or argument group.
+      cpu, full: the presets.
+      seeds: add ``--seeds`` (a list of training seeds).
+    """
+    both = lambda k, fmt=str: f"[cpu {fmt(cpu[k])}, full {fmt(full[k])}]"
+    everything = lambda v: "all" if v is None else v
+    parser.add_argument("--data-dir", default=None,
+                        help="Sudoku data directory (default: $RSA_JAX_SUDOKU_DIR, else ../shared/data/sudoku; "
+                             "generated stand-ins with a warning if missing)")
+    if seeds:
+        parser.add_argument("--seeds", nargs="+", type=int, default=None,
+                            help=f"training seeds; several are trained at once with rsa_jax.multiseed {both('seeds')}")
+    parser.add_argument("--epochs", type=int, default=None, help=f"training epochs {both('epochs')}")
+    parser.add_argument("--batch-size", type=int, default=None, help=f"training batch size {both('batch_size')}")
+    parser.add_argument("--lr", type=float, default=None,
+                        help=f"Adam learning rate {both('lr', lambda v: 'per-kind default' if v is None else v)} "
+                             "(per-kind default: rsa_jax.train.DEFAULT_LR)")
+    parser.add_argument("--t-train", type=int, default=16, help="recurrent steps T in training (default: 16)")
+    parser.add_argument("--train-limit", type=int, default=None,
+                        help=f"first N SATNet training puzzles {both('train_limit', everything)}")
+    parser.add_argument("--id-limit", type=int, default=None,
+                        help=f"first N SATNet test puzzles (ID, in-training evaluation) {both('id_limit', everything)}")
+    parser.add_argument("--retrain", action="store_true", help="delete and redo existing runs under <out>/runs")
+
+
+def apply_preset(args, cpu: dict, full: dict):
+    """Sets every attribute of ``args`` that is None (or missing) from ``full`` if ``args.full`` else ``cpu``."""
+    for k, v in (full if getattr(args, "full", False) else cpu).items():
+        if getattr(args, k, None) is None:
+            setattr(args, k, list(v) if isinstance(v, list) else v)
+    return args
