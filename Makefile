@@ -23,6 +23,10 @@ figures:
 	$(PYTHON) -m experiments.lyapunov --out $(OUT)/lyapunov
 	$(PYTHON) -m experiments.oscillator_size --out $(OUT)/oscillator_size
 	$(PYTHON) -m experiments.cifar10 --out $(OUT)/cifar10
+	$(PYTHON) -m experiments.regularization --out $(OUT)/regularization
+	$(PYTHON) -m experiments.heads --out $(OUT)/heads
+	$(PYTHON) -m experiments.gamma_table --out $(OUT)/gamma_table --runs-from $(OUT)/oscillator_size/runs
+	$(PYTHON) -m experiments.pseudo_energy --out $(OUT)/pseudo_energy
 
 clean:
 	rm -rf $(OUT) .pytest_cache

@@ -1,7 +1,8 @@
 """rsa-jax: recurrent self-attention dynamics as pure JAX maps, with Jacobian and Lyapunov tools."""
 
-from rsa_jax.attention import (attention_weights, full_matrices, init_attention, msa, sa_heads,
-                               symmetric_multi_head, symmetric_single_head, with_spectral_norms)
+from rsa_jax.attention import (attention_weights, full_matrices, init_attention, msa, orthogonal,
+                               orthogonal_value_output, sa_heads, symmetric_multi_head, symmetric_single_head,
+                               with_spectral_norms)
 from rsa_jax.dynamics import (akorn_step, integrate, iterate, itrsa_step, msa_field, projected_sa_field,
                               rollout)
 from rsa_jax.energy import akorn_energy, e_multi, e_single, pseudo_energy
@@ -13,7 +14,6 @@ from rsa_jax.monitor import (contribution_index, msa_contribution_index, msa_cos
                              symmetric_jacobian)
 from rsa_jax.ops import chunk_norm, normalize, omega_rotation, pi, proj, rms_norm
 from rsa_jax.regularizers import (EnergyPenalty, JacobianPenalty, SpecPenalty, jacobian_penalty,
-                                  jacobian_penalty_init, orthogonal, orthogonal_value_output, r_e_multi, r_e_single,
-                                  spec_init, spec_penalty)
+                                  jacobian_penalty_init, r_e_multi, r_e_single, spec_init, spec_penalty)
 
 __version__ = "0.1.0"

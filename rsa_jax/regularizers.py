@@ -25,7 +25,7 @@ State-Jacobian penalty: ``mean_{t, b} (||J_t||_2 - target)^2`` with ``J_t = d st
 
 Energy penalties (SPEC; appendix B.2): ``R_E-single = ||W^V W^O - (W^V W^O)^T||_F^2`` (H = 1) and
   ``R_E-multi = sum_h ||W^V_h W^O_h - (W^V_h W^O_h)^T||_F^2`` (each ``W^V_h W^O_h`` is D x D),
-  with ``orthogonal`` to keep the full W^V, W^O orthogonal.
+  with ``rsa_jax.attention.orthogonal`` (re-exported here) to keep the full W^V, W^O orthogonal.
 """
 
 from __future__ import annotations
@@ -37,6 +37,9 @@ from typing import Callable, NamedTuple, Sequence
 import jax
 import jax.numpy as jnp
 from jax import lax
+
+from rsa_jax.attention import (orthogonal, orthogonal_value_output, split_output_heads,  # noqa: F401 (re-exported)
+                               split_value_heads)
 
 _EPS = 1e-12
 WEIGHTS = ("wq", "wk", "wv", "wo")
@@ -301,7 +304,7 @@ def jacobian_penalty(step: Callable, params, xs: jnp.ndarray, c: jnp.ndarray, st
     return value, new_state
 
 
-# --- Energy penalties and the orthogonal parametrization ---------------------------------------
+# --- Energy penalties (the orthogonal parametrization lives in rsa_jax.attention) -------------------
 
 def _value_output_products(attn: dict) -> jnp.ndarray:
     """``(H, D, D)``: ``W^V_h W^O_h``; without ``wo`` (heads summed directly, D_V = D) ``W^O_h = I``."""
@@ -335,64 +338,6 @@ def r_e_multi(attn: dict) -> jnp.ndarray:
     ``W^O_h = I``.
     """
     return _asym_sq(_value_output_products(attn))
-
-
-def orthogonal(a: jnp.ndarray, method: str = "cayley") -> jnp.ndarray:
-    """Maps free parameters ``(..., D, D)`` to orthogonal matrices ``(..., D, D)``, differentiably.
-
-    Methods:
-      ``"cayley"`` (default): ``A = a - a^T`` (skew), ``Q = (I + A)^{-1} (I - A)``. Smooth and
-        surjective onto SO(D) minus the matrices with eigenvalue -1; ``a = 0`` gives ``I`` and
-        ``orthogonal(-a) = orthogonal(a)^T``. One D x D solve.
-      ``"qr"``: Q of ``a = QR`` with the signs fixed so that ``diag(R) > 0`` (unique; covers all of
-        O(D)); differentiable where ``a`` has full rank, gradients scale like ``1/sigma_min(a)``.
-
-    Args:
-      a: free parameters.
-      method: ``"cayley"`` or ``"qr"``.
-
-    Returns:
-      ``Q`` with ``Q^T Q = I``.
-    """
-    if a.shape[-1] != a.shape[-2]:
-        raise ValueError(f"orthogonal needs square matrices; got {a.shape}")
-    if method == "cayley":
-        skew = a - jnp.swapaxes(a, -1, -2)
-        eye = jnp.broadcast_to(jnp.eye(a.shape[-1], dtype=a.dtype), a.shape)
-        return jnp.linalg.solve(eye + skew, eye - skew)
-    if method == "qr":
-        q, r = jnp.linalg.qr(a)
-        sign = jnp.where(jnp.diagonal(r, axis1=-2, axis2=-1) < 0, -1.0, 1.0).astype(a.dtype)
-        return q * sign[..., None, :]
-    raise ValueError(f"method must be 'cayley' or 'qr'; got {method!r}")
-
-
-def split_value_heads(w: jnp.ndarray, heads: int) -> jnp.ndarray:
-    """Full ``W^V`` ``(D, H*D_V)`` -> per-head column blocks ``(H, D, D_V)`` (inverse of ``full_matrices``)."""
-    d, hv = w.shape
-    if hv % heads:
-        raise ValueError(f"heads={heads} must divide the column count of {w.shape}")
-    return jnp.moveaxis(w.reshape(d, heads, hv // heads), 1, 0)
-
-
-def split_output_heads(w: jnp.ndarray, heads: int) -> jnp.ndarray:
-    """Full ``W^O`` ``(H*D_V, D)`` -> per-head row blocks ``(H, D_V, D)`` (inverse of ``full_matrices``)."""
-    hv, d = w.shape
-    if hv % heads:
-        raise ValueError(f"heads={heads} must divide the row count of {w.shape}")
-    return w.reshape(heads, hv // heads, d)
-
-
-def orthogonal_value_output(free_v: jnp.ndarray, free_o: jnp.ndarray, heads: int,
-                            method: str = "cayley") -> dict:
-    """``{"wv": (H, D, D/H), "wo": (H, D/H, D)}`` from free ``(D, D)`` parameters, with orthogonal full W^V, W^O.
-
-    Merge into the attention dict: ``attn | orthogonal_value_output(a_v, a_o, H)``. With
-    ``free_o = -free_v`` (Cayley) ``W^O = W^V^T`` and every ``W^V_h W^O_h`` is a symmetric
-    projector, so ``r_e_multi = 0``.
-    """
-    return {"wv": split_value_heads(orthogonal(free_v, method), heads),
-            "wo": split_output_heads(orthogonal(free_o, method), heads)}
 
 
 # --- Adapters for the Trainer hook ------------------------------------------------------------

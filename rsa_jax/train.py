@@ -647,8 +647,15 @@ def _is_optional(tp) -> bool:
 
 
 def _doc_help(cls) -> dict:
-    """``name: text`` entries of a Google-style ``Attributes:`` docstring section."""
-    doc = cls.__doc__ or ""
+    """``name: text`` entries of the Google-style ``Attributes:`` docstring sections of ``cls`` and its
+    bases (a subclass's entry wins)."""
+    out = {}
+    for base in reversed(cls.__mro__):
+        out.update(_attributes_section(base.__doc__ or "") if dataclasses.is_dataclass(base) else {})
+    return out
+
+
+def _attributes_section(doc: str) -> dict:
     out, cur = {}, None
     section = doc.split("Attributes:", 1)[1] if "Attributes:" in doc else ""
     for line in section.splitlines():

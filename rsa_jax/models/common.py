@@ -17,11 +17,13 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+from typing import ClassVar
 
+import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from rsa_jax.attention import init_attention
+from rsa_jax.attention import init_attention, orthogonal_value_output
 from rsa_jax.dynamics import akorn_step, itrsa_step, rollout
 from rsa_jax.ops import chunk_norm
 
@@ -45,6 +47,8 @@ class CoreConfig:
       eta_init: initial step size eta (learned).
       omega_init: initial AKOrN frequency w (learned scalar).
       fused: fused attention kernel (``jax.nn.dot_product_attention``).
+      orthogonal_vo: keep the full W^V, W^O orthogonal through a parametrization (SPEC: R_E-multi):
+        ``None`` (free weights), ``"cayley"`` or ``"qr"`` (``rsa_jax.attention.orthogonal``).
     """
 
     kind: str = "akorn"
@@ -58,6 +62,12 @@ class CoreConfig:
     eta_init: float = 1.0
     omega_init: float = 0.5
     fused: bool = False
+    orthogonal_vo: str | None = None
+
+    #: fields filled from others when unset: ``dataclass_from_args`` resets them to None when the
+    #: fields they derive from change on the command line (``--model-kind itrsa`` gives RMSNorm).
+    #: ``dataclasses.replace(cfg, kind=...)`` keeps the resolved value; pass ``norm=None`` too.
+    DERIVED: ClassVar[dict] = {"norm": ("kind",)}
 
     def __post_init__(self):
         if self.kind not in ("itrsa", "akorn"):
@@ -66,6 +76,8 @@ class CoreConfig:
             raise ValueError(f"position must be 'embedding' or 'gta', got {self.position!r}")
         if self.d % self.heads or self.d % self.n or self.n % 2:
             raise ValueError(f"need heads | D and even N | D; got D={self.d}, H={self.heads}, N={self.n}")
+        if self.orthogonal_vo not in (None, "cayley", "qr"):
+            raise ValueError(f"orthogonal_vo must be None, 'cayley' or 'qr', got {self.orthogonal_vo!r}")
         if self.norm is None:
             object.__setattr__(self, "norm", "rmsnorm" if self.kind == "itrsa" else "pi")
 
@@ -131,7 +143,9 @@ class LoopedCore(nnx.Module):
     Creates ``self.attn`` (dict of Params, with a ``"gta"`` entry for GTA positions),
     ``self.pos`` (``position="embedding"``), ``self.eta``, ``self.omega`` (AKOrN) and
     ``self.gamma`` (RMSNorm). The random draws are those of ``init_attention(rngs.params(), ...)``.
-    All parameters are float32, also under ``jax_enable_x64``.
+    All parameters are float32, also under ``jax_enable_x64``. With ``cfg.orthogonal_vo``,
+    ``self.attn`` has no ``wv, wo``: ``self.vo_free = {"v", "o"}`` (free ``(D, D)`` Params, a random
+    orthogonal start) and ``pure_step`` builds them with ``orthogonal_value_output``.
     """
 
     config: CoreConfig
@@ -142,6 +156,12 @@ class LoopedCore(nnx.Module):
             attn["gta"] = gta_angles(cfg.d // cfg.heads, grid).astype(jnp.float32)
         else:
             self.pos = nnx.Param(sinusoidal_2d(cfg.d, grid).astype(jnp.float32))
+        if cfg.orthogonal_vo is not None:
+            del attn["wv"], attn["wo"]
+            # Cayley: N(0, 1/D) entries give a spread-out random rotation; QR: any Gaussian is Haar
+            std = 1.0 / math.sqrt(cfg.d) if cfg.orthogonal_vo == "cayley" else 1.0
+            free = std * jax.random.normal(rngs.params(), (2, cfg.d, cfg.d), jnp.float32)
+            self.vo_free = nnx.data({"v": nnx.Param(free[0]), "o": nnx.Param(free[1])})
         self.attn = nnx.data({k: nnx.Param(v) for k, v in attn.items()})
         self.eta = nnx.Param(jnp.asarray(cfg.eta_init, jnp.float32))
         if cfg.kind == "akorn":
@@ -156,6 +176,9 @@ class LoopedCore(nnx.Module):
     def pure_step(self):
         """Returns ``(step, params)``: the pure map ``step(params, x, c) -> x`` and its parameter pytree."""
         params = {"attn": {k: v[...] for k, v in self.attn.items()}, "eta": self.eta[...]}
+        if hasattr(self, "vo_free"):  # orthogonal W^V, W^O from free params (gradients reach those)
+            params["attn"] |= orthogonal_value_output(self.vo_free["v"][...], self.vo_free["o"][...],
+                                                      self.config.heads, self.config.orthogonal_vo)
         for name in ("omega", "gamma"):
             if hasattr(self, name):
                 params[name] = getattr(self, name)[...]
@@ -165,6 +188,16 @@ class LoopedCore(nnx.Module):
         """``steps`` updates from ``x0`` (see ``rsa_jax.dynamics.rollout``)."""
         step, params = self.pure_step()
         return rollout(step, params, x0, c, steps, trajectory=trajectory)
+
+    def rollout_aux(self, c: jnp.ndarray, x0: jnp.ndarray, steps: int, *, trajectory: bool = False):
+        """``(x_T, aux)`` for a task loss: ``aux = {"c", "x0", "x"}`` (each ``(B, S, D)``), with
+        ``trajectory`` also ``aux["xs"]`` ``(T, B, S, D)`` (alias ``"trajectory"``), the visited states
+        that ``rsa_jax.regularizers.JacobianPenalty`` reads."""
+        if trajectory:
+            x, xs = self.rollout(c, x0, steps, trajectory=True)
+            return x, {"c": c, "x0": x0, "x": x, "xs": xs, "trajectory": xs}
+        x = self.rollout(c, x0, steps)
+        return x, {"c": c, "x0": x0, "x": x}
 
 
 class PhaseReadout(nnx.Module):
