@@ -136,6 +136,8 @@ def main(argv=None):
                 results[name][stat].append(val)
             row += [v.mean(), v.std(), np.median(v)]
         rows.append(row + [time.perf_counter() - t0])
+        print(f"S={s}: median ||J_SA|| {row[3]:.4g}, median ||J_Norm(SA)|| {row[6]:.4g} ({rows[-1][-1]:.1f}s)",
+              flush=True)
     print_table(rows, ["S", "SA mean", "std", "median", "Norm(SA) mean", "std", "median", "seconds"])
 
     out = {"config": vars(args), "num_words": len(words), "text_modules": list(TEXT_MODULES),

@@ -46,28 +46,13 @@ import jax.numpy as jnp
 import numpy as np
 
 from experiments import common
-from experiments.sudoku_sweep import learned_gamma, load_sets, lyapunov_puzzle, model_lyapunov, train_variant
+from experiments.sudoku_sweep import OSCILLATOR_CPU as CPU
+from experiments.sudoku_sweep import OSCILLATOR_FULL as FULL
+from experiments.sudoku_sweep import OSCILLATOR_MODELS as MODELS
+from experiments.sudoku_sweep import learned_gamma, load_sets, lyapunov_puzzle, model_lyapunov, oscillator_train_config
+from experiments.sudoku_sweep import train_variant
 from rsa_jax.evaluate import evaluate_boards
-from rsa_jax.models.sudoku import ModelConfig
-from rsa_jax.train import TrainConfig, load_model
-
-MODELS = {
-    "itrsa": ("ItrSA (RMSNorm_N)", lambda d, h, n: ModelConfig(kind="itrsa", d=d, heads=h, n=n, norm="rmsnorm",
-                                                                 norm_n=n)),
-    "akorn": ("AKOrN (Pi_N)", lambda d, h, n: ModelConfig(kind="akorn", d=d, heads=h, n=n, norm="pi")),
-    "akorn_rmsnorm": ("AKOrN + RMSNorm_N", lambda d, h, n: ModelConfig(kind="akorn", d=d, heads=h, n=n,
-                                                                         norm="rmsnorm")),
-}
-
-#: CPU default (a few minutes) and paper (--full) settings; explicit flags override either.
-CPU = dict(d=16, heads=2, ns=[4, 8, 16], seeds=[0], epochs=2, batch_size=20, train_limit=400, eval_limit=100,
-           id_limit=100, lr=3e-3, t_eval=[16, 32, 64, 128, 256], lyap_k=8, lyap_sweeps=1, chaos_steps=1000,
-           chaos_puzzles=4)
-FULL = dict(d=512, heads=8, ns=[4, 8, 16, 32, 64, 128, 256, 512], seeds=[0, 1, 2, 3, 4], epochs=100,
-            batch_size=100, train_limit=None, eval_limit=None, id_limit=None, lr=None,
-            t_eval=[16, 32, 64, 128, 256, 512, 1024, 2048], lyap_k=16, lyap_sweeps=2, chaos_steps=10_000,
-            chaos_puzzles=16)
-
+from rsa_jax.train import load_model
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = common.make_parser("oscillator_size", __doc__ + "\nDefaults are CPU-sized; where a flag shows "
@@ -154,13 +139,6 @@ def resolve(args: argparse.Namespace) -> argparse.Namespace:
 
 
 # ------------------------------------------------------------------------------------- pieces
-def train_config(args, key: str, n: int) -> TrainConfig:
-    """Training config of model variant ``key`` at oscillator size ``n``."""
-    return TrainConfig(model=MODELS[key][1](args.d, args.heads, n), t_train=args.t_train,
-                       batch_size=args.batch_size, epochs=args.epochs, lr=args.lr, progress=False, eval_every=0,
-                       checkpoint_every=0, keep_checkpoints=1, log_every=10, data_dir=args.data_dir)
-
-
 def chaos_distance(model, digits, given, *, warmup: int, steps: int, std: float, key) -> np.ndarray:
     """L1 distance ``sum |X_t - X'_t|`` (mean over puzzles) for ``t = warmup, ..., steps``; the copy
     ``X'`` is ``X_warmup + std * N(0, I)``."""
@@ -306,7 +284,7 @@ def main(argv=None):
         results[key] = {}
         for n in args.ns:
             t0 = time.time()
-            runs = train_variant(train_config(args, key, n), Path(args.out) / "runs" / f"{key}_N{n}", args.seeds,
+            runs = train_variant(oscillator_train_config(args, key, n), Path(args.out) / "runs" / f"{key}_N{n}", args.seeds,
                                  train_set, id_set, retrain=args.retrain)
             t_train = time.time() - t0
             seeds = []

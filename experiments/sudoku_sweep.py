@@ -27,6 +27,7 @@ import numpy as np
 
 from rsa_jax.data.sudoku import SudokuSet, load_or_generate
 from rsa_jax.lyapunov import lyapunov_spectrum, max_lyapunov, mean_lyapunov, null_directions
+from rsa_jax.models.sudoku import ModelConfig
 from rsa_jax.tasks.sudoku import sudoku_task
 from rsa_jax.train import TrainConfig, train
 
@@ -191,7 +192,7 @@ def add_training_flags(parser, cpu: dict, full: dict, *, seeds: bool = True):
     parser.add_argument("--train-limit", type=int, default=None,
                         help=f"first N SATNet training puzzles {both('train_limit', everything)}")
     parser.add_argument("--id-limit", type=int, default=None,
-                        help=f"first N SATNet test puzzles (ID, in-training evaluation) {both('id_limit', everything)}")
+                        help=f"first N SATNet test puzzles (ID) {both('id_limit', everything)}")
     parser.add_argument("--retrain", action="store_true", help="delete and redo existing runs under <out>/runs")
 
 
@@ -201,3 +202,30 @@ def apply_preset(args, cpu: dict, full: dict):
         if getattr(args, k, None) is None:
             setattr(args, k, list(v) if isinstance(v, list) else v)
     return args
+
+
+# --- oscillator-size sweeps (experiments.oscillator_size, experiments.gamma_table share runs) ----
+OSCILLATOR_MODELS = {
+    "itrsa": ("ItrSA (RMSNorm_N)", lambda d, h, n: ModelConfig(kind="itrsa", d=d, heads=h, n=n, norm="rmsnorm",
+                                                                 norm_n=n)),
+    "akorn": ("AKOrN (Pi_N)", lambda d, h, n: ModelConfig(kind="akorn", d=d, heads=h, n=n, norm="pi")),
+    "akorn_rmsnorm": ("AKOrN + RMSNorm_N", lambda d, h, n: ModelConfig(kind="akorn", d=d, heads=h, n=n,
+                                                                         norm="rmsnorm")),
+}
+
+#: experiments.oscillator_size (and gamma_table, which shares its runs): CPU default (a few minutes) and
+#: paper (--full) settings; explicit flags override either.
+OSCILLATOR_CPU = dict(d=16, heads=2, ns=[4, 8, 16], seeds=[0], epochs=2, batch_size=20, train_limit=400, eval_limit=100,
+           id_limit=100, lr=3e-3, t_eval=[16, 32, 64, 128, 256], lyap_k=8, lyap_sweeps=1, chaos_steps=1000,
+           chaos_puzzles=4)
+OSCILLATOR_FULL = dict(d=512, heads=8, ns=[4, 8, 16, 32, 64, 128, 256, 512], seeds=[0, 1, 2, 3, 4], epochs=100,
+            batch_size=100, train_limit=None, eval_limit=None, id_limit=None, lr=None,
+            t_eval=[16, 32, 64, 128, 256, 512, 1024, 2048], lyap_k=16, lyap_sweeps=2, chaos_steps=10_000,
+            chaos_puzzles=16)
+
+
+def oscillator_train_config(args, key: str, n: int) -> TrainConfig:
+    """Training config of model variant ``key`` at oscillator size ``n``."""
+    return TrainConfig(model=OSCILLATOR_MODELS[key][1](args.d, args.heads, n), t_train=args.t_train,
+                       batch_size=args.batch_size, epochs=args.epochs, lr=args.lr, progress=False, eval_every=0,
+                       checkpoint_every=0, keep_checkpoints=1, log_every=10, data_dir=args.data_dir)

@@ -1,4 +1,5 @@
-"""Sudoku evaluation: predictions, test-time scaling over T_eval, and AKOrN's energy voting.
+"""Sudoku evaluation: predictions, test-time scaling over T_eval, AKOrN's energy voting, and
+pseudo-energy monitors along a rollout (``monitor_rollout``, sec. 6.3).
 
 Random initial states. Puzzles are processed in batches of ``batch_size`` (the last one padded, so
 each function compiles once); the noise of batch ``b`` and candidate ``k`` comes from
@@ -19,6 +20,7 @@ from flax import nnx
 
 from rsa_jax.data.sudoku import SudokuSet, board_accuracy, cell_accuracy
 from rsa_jax.energy import pseudo_energy
+from rsa_jax.monitor import msa_contribution_index, msa_cosine
 
 #: the paper's T_eval grid (16 -> 2048)
 PAPER_STEPS = (16, 32, 64, 128, 256, 512, 1024, 2048)
@@ -189,3 +191,102 @@ def energy_voting(model, sudoku_set: SudokuSet, K: int = 100, steps: int = 128, 
     return {"board_acc": board_accuracy(best_pred, sudoku_set), "cell_acc": cell_accuracy(best_pred, sudoku_set),
             "predictions": best_pred, "energies": energies, "chosen": np.argmin(energies, axis=1),
             "single_board_acc": board_accuracy(first, sudoku_set), "oracle_board_acc": float(np.mean(any_right))}
+
+
+# ------------------------------------------------------------------------------ monitoring
+def _state_monitors(model, params, x, c, target, blank):
+    """Per-puzzle monitors of one state ``x`` ``(B, 81, D)``: pseudo-energy, cosine(MSA(X), J X),
+    board right (all blank cells), number of right blank cells."""
+    right = (_digits(model.readout(x)) == target) & blank
+    return {"energy": pseudo_energy(params["attn"], x, c), "cosine": msa_cosine(params["attn"], x),
+            "board": jnp.all(right | ~blank, axis=-1), "cells": jnp.sum(right, axis=-1)}
+
+
+@functools.partial(jax.jit, static_argnames=("graphdef", "steps"))
+def _monitor_segment(graphdef, state, x, c, target, blank, steps: int):
+    """``steps`` updates from ``x``: ``(x_end, {name: (steps, B)})`` monitors of the visited states;
+    ``steps = 0`` gives the monitors of ``x`` itself ``(1, B)``."""
+    model = nnx.merge(graphdef, state)
+    step, params = model.pure_step()
+    if steps == 0:
+        return x, jax.tree.map(lambda a: a[None], _state_monitors(model, params, x, c, target, blank))
+
+    def body(x, _):
+        x = step(params, x, c)
+        return x, _state_monitors(model, params, x, c, target, blank)
+
+    return jax.lax.scan(body, x, None, length=steps)
+
+
+@functools.lru_cache(maxsize=None)
+def _contribution_fn(top_frac: float):
+    """Jitted ``(attn, x (81, D)) -> contribution index``, one compile per ``top_frac``."""
+    return jax.jit(lambda attn, x: msa_contribution_index(attn, x, top_frac))
+
+
+def monitor_rollout(model, digits, given, steps: int, key: jax.Array, *, solutions=None,
+                    contribution_every: int = 1, contribution_puzzles: int = 1, top_frac: float = 0.02) -> dict:
+    """Pseudo-energy monitors along one rollout (sec. 6.3), for the evaluation loop and ``experiments.pseudo_energy``.
+
+    At every state ``X_t``, ``t = 0 .. steps`` (``X_0`` = the model's initial state), with
+    ``MSA(X)`` the attention of the pure step evaluated at the state (``msa(params["attn"], X_t)``,
+    what ``itrsa_step`` and ``akorn_step`` both compute):
+
+    * ``E_pseudo(t) = -Tr(X_t^T (C + MSA(X_t)))`` (``rsa_jax.energy.pseudo_energy``), every puzzle;
+    * the cosine between ``vec(MSA(X_t))`` and ``J_t x_t`` (``rsa_jax.monitor.msa_cosine``), every puzzle;
+    * board / cell accuracy of ``model.readout(X_t)`` (blank cells only) when ``solutions`` is given;
+    * the contribution index (share of ``||x_t||^2`` on the top ``top_frac`` eigenvectors of
+      ``S_t = J_t + J_t^T``, ``rsa_jax.monitor.msa_contribution_index``) on the first
+      ``contribution_puzzles`` puzzles at ``t = 0, e, 2e, ...`` and ``t = steps`` (``e =
+      contribution_every``). It is dense: ``(81 D)^2`` memory and an ``O((81 D)^3)`` eigh per
+      puzzle and step (about 5 s at D = 16 on a CPU core; a 7 GB matrix at D = 512).
+
+    Only ``model.condition``, ``model.pure_step`` and ``model.readout`` are used.
+
+    Args:
+      model: a ``SudokuModel`` (or any model with that interface).
+      digits: ``(B, 81)`` int, 0 = blank.
+      given: ``(B, 81)`` bool.
+      steps: T_eval, number of updates.
+      key: PRNG key of the blank cells' initial noise (``model.condition(digits, given, key)``).
+      solutions: ``(B, 81)`` digits 1..9, or None (no accuracies).
+      contribution_every: spacing of the contribution-index steps (0: never computed).
+      contribution_puzzles: puzzles (the first ones) the contribution index is computed on.
+      top_frac: fraction of eigenvectors counted (2% in the paper).
+
+    Returns:
+      dict of NumPy arrays: ``t`` ``(steps + 1,)``; ``energy``, ``cosine`` ``(steps + 1,)`` means over
+      puzzles and ``energy_per_puzzle``, ``cosine_per_puzzle`` ``(steps + 1, B)``; ``board_acc``,
+      ``cell_acc`` ``(steps + 1,)`` (None without ``solutions``); ``contribution_t`` ``(K,)``,
+      ``contribution`` ``(K,)`` (mean over the puzzles) and ``contribution_per_puzzle`` ``(K, P)``
+      (empty with ``contribution_every = 0``).
+    """
+    if steps < 0 or contribution_every < 0 or contribution_puzzles < 1:
+        raise ValueError(f"need steps >= 0, contribution_every >= 0, contribution_puzzles >= 1; got {steps}, "
+                         f"{contribution_every}, {contribution_puzzles}")
+    digits, given = jnp.asarray(digits, jnp.int32), jnp.asarray(given, bool)
+    target = jnp.zeros_like(digits) if solutions is None else jnp.asarray(solutions, jnp.int32)
+    blank = ~given
+    graphdef, state = nnx.split(model)
+    c, x = model.condition(digits, given, key)
+    attn = model.pure_step()[1]["attn"]
+    marks = sorted(set(range(0, steps + 1, contribution_every)) | {steps}) if contribution_every else []
+    p = min(contribution_puzzles, digits.shape[0])
+    contribution = _contribution_fn(float(top_frac))
+    records, cis, t = [], [], 0
+    for stop in sorted(set(marks) | {0, steps}):
+        x, rec = _monitor_segment(graphdef, state, x, c, target, blank, steps=stop - t)
+        records.append(jax.device_get(rec))
+        t = stop
+        if stop in marks:
+            cis.append([float(contribution(attn, x[i])) for i in range(p)])
+    mon = {k: np.concatenate([r[k] for r in records]) for k in records[0]}
+    cis = np.asarray(cis, np.float64).reshape(len(marks), p)
+    n_blank = max(int(np.sum(np.asarray(blank))), 1)
+    return {"t": np.arange(steps + 1),
+            "energy": mon["energy"].mean(1), "energy_per_puzzle": mon["energy"],
+            "cosine": mon["cosine"].mean(1), "cosine_per_puzzle": mon["cosine"],
+            "board_acc": None if solutions is None else mon["board"].mean(1),
+            "cell_acc": None if solutions is None else mon["cells"].sum(1) / n_blank,
+            "contribution_t": np.asarray(marks, np.int64), "contribution": cis.mean(1),
+            "contribution_per_puzzle": cis}

@@ -5,10 +5,13 @@ tolerances of 1e-8..1e-12. Tests that care about float32 behaviour must ask for 
 
 The test programs are tiny, so compilation dominates the suite's time: unless ``XLA_FLAGS`` already
 says otherwise, XLA's CPU backend compiles without its expensive LLVM passes (the arithmetic is the
-same; about 20% less CPU time for the suite). Subprocesses started by tests inherit the setting.
+same; about 20% less CPU time for the suite). OpenBLAS gets one thread (its threads fight XLA's
+pool; see ``experiments/__init__.py``). Subprocesses started by tests inherit both settings.
 """
 
 import os
+
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 _FAST_COMPILE = "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
 if "xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
