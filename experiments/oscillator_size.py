@@ -49,8 +49,8 @@ from experiments import common
 from experiments.sudoku_sweep import OSCILLATOR_CPU as CPU
 from experiments.sudoku_sweep import OSCILLATOR_FULL as FULL
 from experiments.sudoku_sweep import OSCILLATOR_MODELS as MODELS
-from experiments.sudoku_sweep import learned_gamma, load_sets, lyapunov_puzzle, model_lyapunov, oscillator_train_config
-from experiments.sudoku_sweep import train_variant
+from experiments.sudoku_sweep import (add_training_flags, apply_preset, learned_gamma, load_sets, lyapunov_puzzle,
+                                      model_lyapunov, oscillator_train_config, train_variant)
 from rsa_jax.evaluate import evaluate_boards
 from rsa_jax.train import load_model
 
@@ -62,9 +62,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--full", action="store_true",
                    help="paper settings: D=512, H=8, N=4..512, 100 epochs on all 9,000 SATNet puzzles, 5 seeds, "
                         "all 18,000 RRN test puzzles, T_eval up to 2048, chaos up to t=10,000 (accelerator)")
-    p.add_argument("--data-dir", default=None,
-                   help="Sudoku data directory (default: $RSA_JAX_SUDOKU_DIR, else ../shared/data/sudoku; "
-                        "generated stand-ins with a warning if missing)")
     g = p.add_argument_group("models")
     g.add_argument("--models", nargs="+", choices=list(MODELS), default=list(MODELS),
                    help="model variants: itrsa = ItrSA with oscillator-wise RMSNorm (norm_n = N); akorn = AKOrN "
@@ -74,27 +71,12 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help=f"oscillator sizes N (even, dividing D) [cpu {CPU['ns']}, full {FULL['ns']}]")
     g.add_argument("--d", type=int, default=None, help=f"width D [cpu {CPU['d']}, full {FULL['d']}]")
     g.add_argument("--heads", type=int, default=None, help=f"attention heads H [cpu {CPU['heads']}, full {FULL['heads']}]")
-    g = p.add_argument_group("training")
-    g.add_argument("--seeds", nargs="+", type=int, default=None,
-                   help=f"training seeds; several are trained at once with rsa_jax.multiseed "
-                        f"[cpu {CPU['seeds']}, full {FULL['seeds']}]")
-    g.add_argument("--epochs", type=int, default=None, help=f"epochs [cpu {CPU['epochs']}, full {FULL['epochs']}]")
-    g.add_argument("--batch-size", type=int, default=None,
-                   help=f"batch size [cpu {CPU['batch_size']}, full {FULL['batch_size']}]")
-    g.add_argument("--lr", type=float, default=None,
-                   help=f"Adam learning rate [cpu {CPU['lr']}, full: the trainer's per-kind default "
-                        "rsa_jax.train.DEFAULT_LR, AKOrN 1e-3, ItrSA 5e-4]")
-    g.add_argument("--t-train", type=int, default=16, help="recurrent steps T in training (default: 16)")
-    g.add_argument("--train-limit", type=int, default=None,
-                   help=f"first N SATNet training puzzles [cpu {CPU['train_limit']}, full all 9000]")
-    g.add_argument("--retrain", action="store_true", help="delete and redo existing runs under <out>/runs")
+    add_training_flags(p.add_argument_group("training"), CPU, FULL)
     g = p.add_argument_group("evaluation")
     g.add_argument("--t-eval", nargs="+", type=int, default=None,
                    help=f"T_eval values, all read out of one rollout [cpu {CPU['t_eval']}, full {FULL['t_eval']}]")
     g.add_argument("--eval-limit", type=int, default=None,
                    help=f"first N RRN test puzzles (OOD) [cpu {CPU['eval_limit']}, full all 18000]")
-    g.add_argument("--id-limit", type=int, default=None,
-                   help=f"first N SATNet test puzzles (ID) [cpu {CPU['id_limit']}, full all 1000]")
     g.add_argument("--eval-batch-size", type=int, default=100, help="puzzles per evaluation batch (default: 100)")
     g = p.add_argument_group("Lyapunov exponents")
     g.add_argument("--lyap-t", type=int, default=16, help="horizon T of the finite-time exponents (default: 16)")
@@ -122,10 +104,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def resolve(args: argparse.Namespace) -> argparse.Namespace:
     """Fills unset settings from the CPU or --full presets."""
-    preset = FULL if args.full else CPU
-    for k, v in preset.items():
-        if getattr(args, k, None) is None:
-            setattr(args, k, v)
+    apply_preset(args, CPU, FULL)
     if args.t_train not in args.t_eval:
         args.t_eval = sorted(set(args.t_eval) | {args.t_train})
     bad = [n for n in args.ns if args.d % n or n % 2]

@@ -55,7 +55,7 @@ import jax
 import numpy as np
 
 from experiments import common
-from experiments.sudoku_sweep import load_sets, mean_std, plot_curve, train_variant
+from experiments.sudoku_sweep import add_training_flags, load_sets, mean_std, plot_curve, train_variant
 from rsa_jax.evaluate import PAPER_STEPS, evaluate_boards
 from rsa_jax.models.sudoku import CELLS, ModelConfig
 from rsa_jax.regularizers import EnergyPenalty, JacobianPenalty, SpecPenalty
@@ -95,9 +95,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--full", action="store_true",
                    help="paper settings: D=512, H=8, T=16, batch 100, 100 epochs on all 9,000 SATNet puzzles, "
                         "3 seeds, all RRN valid/test puzzles, T_eval 16..2048, 4 lambdas per variant (accelerator)")
-    p.add_argument("--data-dir", default=None,
-                   help="Sudoku data directory (default: $RSA_JAX_SUDOKU_DIR, else ../shared/data/sudoku; "
-                        "generated stand-ins with a warning if missing)")
     g = p.add_argument_group("models and variants")
     g.add_argument("--models", nargs="+", choices=list(MODELS), default=list(MODELS),
                    help="itrsa = ItrSA with RMSNorm, akorn = AKOrN with Pi_N (default: both)")
@@ -127,28 +124,14 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="jacobian: trajectory steps penalized per training step, K <= T (default: 1)")
     g.add_argument("--jac-target", type=float, default=1.0, help="jacobian: target spectral norm (default: 1)")
     g = p.add_argument_group("training")
-    g.add_argument("--seeds", nargs="+", type=int, default=None,
-                   help=f"training seeds; several train at once (rsa_jax.multiseed) [cpu {CPU['seeds']}, "
-                        f"full {FULL['seeds']}]")
-    g.add_argument("--epochs", type=int, default=None, help=f"epochs [cpu {CPU['epochs']}, full {FULL['epochs']}]")
+    add_training_flags(g, CPU, FULL)
     g.add_argument("--max-steps", type=int, default=None, help="stop every run after this many steps (default: all epochs)")
-    g.add_argument("--batch-size", type=int, default=None,
-                   help=f"batch size [cpu {CPU['batch_size']}, full {FULL['batch_size']}]")
-    g.add_argument("--lr", type=float, default=None,
-                   help=f"Adam learning rate [cpu {CPU['lr']}, full: per kind, AKOrN 1e-3, ItrSA 5e-4]")
-    g.add_argument("--t-train", type=int, default=None,
-                   help=f"recurrent steps T in training [cpu {CPU['t_train']}, full {FULL['t_train']}]")
-    g.add_argument("--train-limit", type=int, default=None,
-                   help=f"first N SATNet training puzzles [cpu {CPU['train_limit']}, full all 9000]")
-    g.add_argument("--id-limit", type=int, default=None,
-                   help=f"first N SATNet test puzzles for the in-training evaluation [cpu {CPU['id_limit']}, full all]")
     g.add_argument("--eval-every", type=int, default=None,
                    help=f"in-training ID evaluation every this many epochs, 0: never [cpu {CPU['eval_every']}, "
                         f"full {FULL['eval_every']}]")
     g.add_argument("--checkpoint-every", type=int, default=None,
                    help=f"checkpoint every this many steps, 0: only at the end [cpu {CPU['checkpoint_every']}, "
                         f"full {FULL['checkpoint_every']}]")
-    g.add_argument("--retrain", action="store_true", help="delete and redo existing runs under <out>/runs")
     g = p.add_argument_group("evaluation")
     g.add_argument("--t-eval", nargs="+", type=int, default=None,
                    help=f"T_eval values, read out of one rollout [cpu {CPU['t_eval']}, full {FULL['t_eval']}]")

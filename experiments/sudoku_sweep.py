@@ -168,7 +168,7 @@ def add_training_flags(parser, cpu: dict, full: dict, *, seeds: bool = True):
 
     Defaults are None, filled by :func:`apply_preset` from ``cpu`` or ``full`` (``--full``); the help
     texts show both. Keys needed in the presets: ``epochs, batch_size, lr, train_limit, id_limit``
-    (and ``seeds`` with ``seeds=True``); ``t_train`` defaults to 16.
+    (and ``seeds`` with ``seeds=True``); ``t_train`` comes from the presets if they have it, else 16.
 
     Args:
       parser: an ``argparse`` parser or argument group.
@@ -188,7 +188,10 @@ def add_training_flags(parser, cpu: dict, full: dict, *, seeds: bool = True):
     parser.add_argument("--lr", type=float, default=None,
                         help=f"Adam learning rate {both('lr', lambda v: 'per-kind default' if v is None else v)} "
                              "(per-kind default: rsa_jax.train.DEFAULT_LR)")
-    parser.add_argument("--t-train", type=int, default=16, help="recurrent steps T in training (default: 16)")
+    if "t_train" in cpu:
+        parser.add_argument("--t-train", type=int, default=None, help=f"recurrent steps T in training {both('t_train')}")
+    else:
+        parser.add_argument("--t-train", type=int, default=16, help="recurrent steps T in training (default: 16)")
     parser.add_argument("--train-limit", type=int, default=None,
                         help=f"first N SATNet training puzzles {both('train_limit', everything)}")
     parser.add_argument("--id-limit", type=int, default=None,
