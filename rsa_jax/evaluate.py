@@ -248,7 +248,8 @@ def monitor_rollout(model, digits, given, steps: int, key: jax.Array, *, solutio
       digits: ``(B, 81)`` int, 0 = blank.
       given: ``(B, 81)`` bool.
       steps: T_eval, number of updates.
-      key: PRNG key of the blank cells' initial noise (``model.condition(digits, given, key)``).
+      key: PRNG key of the blank cells' initial noise (``model.condition(digits, given, key)``; not
+        the per-batch keys of :func:`evaluate_boards`, so the same key gives other starts there).
       solutions: ``(B, 81)`` digits 1..9, or None (no accuracies).
       contribution_every: spacing of the contribution-index steps (0: never computed).
       contribution_puzzles: puzzles (the first ones) the contribution index is computed on.
