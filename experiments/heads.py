@@ -47,8 +47,8 @@ import jax
 import numpy as np
 
 from experiments import common
-from experiments.sudoku_sweep import (add_training_flags, apply_preset, load_sets, lyapunov_puzzle, mean_std,
-                                      model_lyapunov, plot_curve, train_variant)
+from experiments.sudoku_sweep import (add_ood_eval_flags, add_training_flags, apply_preset, load_sets,
+                                      lyapunov_puzzle, mean_std, model_lyapunov, plot_curve, train_variant)
 from rsa_jax.evaluate import evaluate_boards
 from rsa_jax.models.sudoku import ModelConfig
 from rsa_jax.train import TrainConfig
@@ -101,11 +101,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     g = p.add_argument_group("training")
     add_training_flags(g, CPU, FULL)
     g = p.add_argument_group("evaluation")
-    g.add_argument("--t-eval", nargs="+", type=int, default=None,
-                   help=f"T_eval values, all read out of one rollout [cpu {CPU['t_eval']}, full {FULL['t_eval']}]")
-    g.add_argument("--eval-limit", type=int, default=None,
-                   help=f"first N RRN test puzzles (OOD) [cpu {CPU['eval_limit']}, full all 18000]")
-    g.add_argument("--eval-batch-size", type=int, default=100, help="puzzles per evaluation batch (default: 100)")
+    add_ood_eval_flags(g, CPU, FULL)
     g = p.add_argument_group("Lyapunov exponents")
     g.add_argument("--lyap-t", type=int, default=16, help="horizon T of the finite-time exponents (default: 16)")
     g.add_argument("--lyap-k", type=_lyap_k, default=None,

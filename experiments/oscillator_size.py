@@ -49,8 +49,9 @@ from experiments import common
 from experiments.sudoku_sweep import OSCILLATOR_CPU as CPU
 from experiments.sudoku_sweep import OSCILLATOR_FULL as FULL
 from experiments.sudoku_sweep import OSCILLATOR_MODELS as MODELS
-from experiments.sudoku_sweep import (add_training_flags, apply_preset, learned_gamma, load_sets, lyapunov_puzzle,
-                                      model_lyapunov, oscillator_train_config, train_variant)
+from experiments.sudoku_sweep import (add_ood_eval_flags, add_training_flags, apply_preset, learned_gamma,
+                                      load_sets, lyapunov_puzzle, model_lyapunov, oscillator_train_config,
+                                      train_variant)
 from rsa_jax.evaluate import evaluate_boards
 from rsa_jax.train import load_model
 
@@ -73,11 +74,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     g.add_argument("--heads", type=int, default=None, help=f"attention heads H [cpu {CPU['heads']}, full {FULL['heads']}]")
     add_training_flags(p.add_argument_group("training"), CPU, FULL)
     g = p.add_argument_group("evaluation")
-    g.add_argument("--t-eval", nargs="+", type=int, default=None,
-                   help=f"T_eval values, all read out of one rollout [cpu {CPU['t_eval']}, full {FULL['t_eval']}]")
-    g.add_argument("--eval-limit", type=int, default=None,
-                   help=f"first N RRN test puzzles (OOD) [cpu {CPU['eval_limit']}, full all 18000]")
-    g.add_argument("--eval-batch-size", type=int, default=100, help="puzzles per evaluation batch (default: 100)")
+    add_ood_eval_flags(g, CPU, FULL)
     g = p.add_argument_group("Lyapunov exponents")
     g.add_argument("--lyap-t", type=int, default=16, help="horizon T of the finite-time exponents (default: 16)")
     g.add_argument("--lyap-k", type=int, default=None,

@@ -199,6 +199,16 @@ def add_training_flags(parser, cpu: dict, full: dict, *, seeds: bool = True):
     parser.add_argument("--retrain", action="store_true", help="delete and redo existing runs under <out>/runs")
 
 
+def add_ood_eval_flags(parser, cpu: dict, full: dict):
+    """Adds ``--t-eval``, ``--eval-limit`` (RRN test puzzles) and ``--eval-batch-size``; the presets need
+    ``t_eval`` and ``eval_limit``."""
+    parser.add_argument("--t-eval", nargs="+", type=int, default=None,
+                        help=f"T_eval values, all read out of one rollout [cpu {cpu['t_eval']}, full {full['t_eval']}]")
+    parser.add_argument("--eval-limit", type=int, default=None,
+                        help=f"first N RRN test puzzles (OOD) [cpu {cpu['eval_limit']}, full all 18000]")
+    parser.add_argument("--eval-batch-size", type=int, default=100, help="puzzles per evaluation batch (default: 100)")
+
+
 def apply_preset(args, cpu: dict, full: dict):
     """Sets every attribute of ``args`` that is None (or missing) from ``full`` if ``args.full`` else ``cpu``."""
     for k, v in (full if getattr(args, "full", False) else cpu).items():
