@@ -1,6 +1,7 @@
 PYTHON ?= python3
 OUT ?= outputs
 FULL ?=
+ARGS ?=
 
 .PHONY: install test sudoku-ood bench figures clean
 
@@ -11,7 +12,7 @@ test:
 	$(PYTHON) -m pytest tests
 
 sudoku-ood:
-	$(PYTHON) -m experiments.sudoku_ood $(if $(FULL),--full) --out $(OUT)/sudoku_ood
+	$(PYTHON) -m experiments.sudoku_ood $(if $(FULL),--full) --out $(OUT)/sudoku_ood $(ARGS)
 
 bench:
 	$(PYTHON) -m benchmarks.lyapunov_bench --out $(OUT)/bench/lyapunov.json
