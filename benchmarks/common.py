@@ -30,6 +30,8 @@ from typing import Any, Callable
 import jax
 import jax.numpy as jnp
 
+from rsa_jax.configs import apply_preset
+
 PRECISIONS = {"float32": "float32", "tensorfloat32": "tensorfloat32", "bfloat16": "bfloat16"}
 
 
@@ -42,11 +44,10 @@ def add_run_args(p) -> None:
     p.add_argument("--out", default=None, help="JSON output path")
 
 
-def apply_preset(a, paper: dict, small: dict):
-    """Fills the flags left ``None`` from the ``--paper`` or small preset and the default ``--peak-n``."""
-    for k, v in (paper if a.paper else small).items():
-        if getattr(a, k) is None:
-            setattr(a, k, v)
+def fill_defaults(a, paper, small):
+    """Fills the flags left ``None`` from the ``--paper`` or small preset (``rsa_jax.configs``, via
+    ``rsa_jax.configs.apply_preset``) and the default ``--peak-n`` (1024 on CPU, else 4096)."""
+    apply_preset(a, paper if a.paper else small)
     if a.peak_n is None:
         a.peak_n = 1024 if jax.default_backend() == "cpu" else 4096
     return a

@@ -26,16 +26,15 @@ import jax
 import numpy as np
 from flax import nnx
 
-from benchmarks.common import (add_run_args, apply_preset, compile_stats, environment, matmul_peak, peak_memory_bytes,
+from benchmarks.common import (add_run_args, compile_stats, environment, fill_defaults, matmul_peak, peak_memory_bytes,
                                precision_scope, write_json)
 from benchmarks.train_bench import random_boards
+from rsa_jax.configs import INFERENCE_BENCH_PAPER as PAPER
+from rsa_jax.configs import INFERENCE_BENCH_SMALL as SMALL
 from rsa_jax.data.sudoku import load_split
 from rsa_jax.evaluate import energy_voting, evaluate_boards
 from rsa_jax.models.sudoku import ModelConfig, SudokuModel
 
-PAPER = dict(d=512, heads=8, n=4, t_eval=2048, boards=1000, batch=250, k=100, vote_steps=128, vote_boards=100,
-             chunk=20)
-SMALL = dict(d=64, heads=4, n=4, t_eval=64, boards=256, batch=64, k=4, vote_steps=16, vote_boards=32, chunk=4)
 
 
 def load_boards(n: int, data_dir=None):
@@ -137,7 +136,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="compare these attention kernels in one process, timed round-robin (overrides --fused)")
     p.add_argument("--repeats", type=int, default=3, help="timed rounds (median)")
     p.add_argument("--data-dir", default=None, help="Sudoku data directory (default: rsa_jax.data.sudoku's)")
-    a = apply_preset(p.parse_args(argv), PAPER, SMALL)
+    a = fill_defaults(p.parse_args(argv), PAPER, SMALL)
     if a.variants is None:
         a.variants = ["fused" if a.fused else "base"]
     return a
@@ -152,8 +151,9 @@ def main(argv=None) -> dict:
     results = [r for kind in kinds for r in bench_model(kind, a, peak["flops_per_s"] if peak else None, boards,
                                                         voting_boards)]
     payload = {"benchmark": "inference", "preset": "paper" if a.paper else "small", "precision": a.precision,
-               "variants": a.variants, "repeats": a.repeats, "boards_source": source, "run": a.run, "environment": environment(),
-               "matmul_peak": peak, "device_peak_bytes": peak_memory_bytes(), "results": results}
+               "variants": a.variants, "repeats": a.repeats, "boards_source": source, "run": a.run,
+               "environment": environment(), "matmul_peak": peak, "device_peak_bytes": peak_memory_bytes(),
+               "results": results}
     write_json(a.out, payload)
     return payload
 

@@ -33,16 +33,16 @@ import jax
 import numpy as np
 from flax import nnx
 
-from benchmarks.common import (add_run_args, apply_preset, compile_stats, environment, matmul_peak,
+from benchmarks.common import (add_run_args, compile_stats, environment, fill_defaults, matmul_peak,
                                peak_memory_bytes, precision_scope, write_json)
+from rsa_jax.configs import TRAIN_BENCH_PAPER as PAPER
+from rsa_jax.configs import TRAIN_BENCH_SMALL as SMALL
 from rsa_jax.data.sudoku import SudokuSet
 from rsa_jax.dynamics import rollout
 from rsa_jax.models.sudoku import ModelConfig, SudokuModel
 from rsa_jax.tasks.sudoku import sudoku_task
 from rsa_jax.train import Task, TrainConfig, init_train_state, make_optimizer, make_train_step, split_model
 
-PAPER = dict(d=512, heads=8, n=4, t=16, batch=100)
-SMALL = dict(d=64, heads=4, n=4, t=4, batch=8)
 
 
 class RematSudokuModel(SudokuModel):
@@ -165,7 +165,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                         "ratios to the first)")
     p.add_argument("--iters", type=int, default=None, help="timed steps (default 30; 50 with --paper)")
     p.add_argument("--min-time", type=float, default=1.0, help="time at least this many seconds per model")
-    a = apply_preset(p.parse_args(argv), PAPER, SMALL)
+    a = fill_defaults(p.parse_args(argv), PAPER, SMALL)
     if a.variants is None:
         a.variants = ["+".join(n for n, on in (("fused", a.fused), ("remat", a.remat)) if on) or "base"]
     if a.iters is None:

@@ -35,11 +35,11 @@ downloaded here; for cifar10 put ``cifar-10-python.tar.gz`` in --data-dir (or
 and 500 test images, batch 64, 1 epoch, LE at T = 4 on one image); to keep the full Lyapunov
 spectrum cheap it uses a 4 x 4 grid of patches (7 x 7 pixels on Fashion-MNIST, 8 x 8 on CIFAR-10;
 n = 16 D = 512) instead of the paper's 4 x 4-pixel patches (--patch 4: 49 / 64 tokens, about 15x
-slower spectra on CPU). The numbers are far from the paper's. --full is the paper's configuration for a GPU: D = 384, H = 8,
-T = 16, batch 128, 200 epochs on the whole training set (crop + flip augmentation on CIFAR-10), the
-whole test set, LE at T = 16 (full spectrum of n = 64 x 384 = 24,576 exponents per setting: use
---le-k to cut it down). --lrs tunes the learning rate as the paper did (grid {1e-5, 5e-5, ...,
-1e-3}, best test accuracy at T = 16).
+slower spectra on CPU). The numbers are far from the paper's. --full is the paper's configuration for
+a GPU: D = 384, H = 8, T = 16, batch 128, 200 epochs on the whole training set (crop + flip
+augmentation on CIFAR-10), the whole test set, LE at T = 16 (full spectrum of n = 64 x 384 = 24,576
+exponents per setting: use --le-k to cut it down). --lrs tunes the learning rate as the paper did
+(grid {1e-5, 5e-5, ..., 1e-3}, best test accuracy at T = 16).
 
 Outputs in --out: ``<dataset>.json`` (every number and the settings), ``<dataset>_accuracy.png``
 (test accuracy per model, with the max / mean LE at the default setting as a table),
@@ -66,6 +66,7 @@ import numpy as np
 from flax import nnx
 
 from rsa_jax.attention import with_spectral_norms
+from rsa_jax.configs import apply_preset
 from rsa_jax.dynamics import rollout
 from rsa_jax.lyapunov import lyapunov_spectrum, max_lyapunov, mean_lyapunov, null_directions
 from rsa_jax.models.vision import VisionConfig
@@ -134,7 +135,8 @@ def parse_args(argv=None):
     g.add_argument("--eval-batch-size", type=int, default=500, help="test images per evaluation batch")
     g = p.add_argument_group("Lyapunov exponents (sweeps as experiments/lyapunov.py)")
     g.add_argument("--le-t", type=int, default=None, help=f"horizon T [cpu {CPU['le_t']}, full {FULL['le_t']}]")
-    g.add_argument("--le-samples", type=int, default=None, help="random test images (seeded by --seed) [1, as in the paper]")
+    g.add_argument("--le-samples", type=int, default=None,
+                   help="random test images (seeded by --seed) [1, as in the paper]")
     g.add_argument("--le-k", type=int, default=None, help="leading exponents only (default: full spectrum)")
     g.add_argument("--le-sweeps", type=int, default=None,
                    help="refinement sweeps of lyapunov_spectrum (default 1 for the full spectrum, 10 with --le-k)")
@@ -144,10 +146,7 @@ def parse_args(argv=None):
     g.add_argument("--wv-norm", type=float, nargs="+", default=[None], help="spectral norms of W^V (default: as is)")
     g.add_argument("--wo-norm", type=float, nargs="+", default=[None], help="spectral norms of W^O (default: as is)")
     args = parse(p, argv)
-    preset = FULL if args.full else CPU
-    for k, v in preset.items():
-        if getattr(args, k, None) is None:
-            setattr(args, k, v)
+    apply_preset(args, FULL if args.full else CPU)
     if args.patch == "cpu":  # a 4 x 4 grid of tokens keeps the full Lyapunov spectrum cheap (n = 16 D)
         args.patch = DATASET_SHAPES[args.dataset][0] // 4
     if args.augment is None:

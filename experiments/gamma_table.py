@@ -6,9 +6,9 @@ Claim (paper appendix, Table S.1): the trained models have small gains, ``max_j 
 For every model variant, oscillator size N and seed this script reads the run
 ``<runs-from>/<model>_N<N>/seed_<s>`` (the layout of ``experiments.oscillator_size``, loaded with
 ``rsa_jax.train.load_model``, EMA parameters) and trains only the missing ones, with
-``experiments.sudoku_sweep.oscillator_train_config`` (that of ``experiments.oscillator_size``) so that both scripts share runs. It reports
-``mean_j |gamma_j|`` and ``max_j |gamma_j|`` over the D channels (mean ± std over seeds) beside the
-paper's values.
+``experiments.sudoku_sweep.oscillator_train_config`` (that of ``experiments.oscillator_size``) so that
+both scripts share runs. It reports ``mean_j |gamma_j|`` and ``max_j |gamma_j|`` over the D channels
+(mean ± std over seeds) beside the paper's values.
 
 Model variants (``--models``; those of ``experiments.oscillator_size`` with a gamma):
 
@@ -34,11 +34,10 @@ import time
 import warnings
 from pathlib import Path
 
-
 from experiments import common
-from experiments.sudoku_sweep import (OSCILLATOR_CPU, OSCILLATOR_FULL, OSCILLATOR_MODELS, add_training_flags,
-                                      apply_preset, learned_gamma, load_sets, mean_std, oscillator_train_config,
-                                      train_variant)
+from experiments.sudoku_sweep import (OSCILLATOR_MODELS, add_training_flags, learned_gamma, load_sets, mean_std,
+                                      oscillator_train_config, train_variant)
+from rsa_jax.configs import OSCILLATOR_CPU, OSCILLATOR_FULL, apply_preset
 from rsa_jax.train import load_model
 
 #: Table S.1 of the paper (appendix OCR, /work/shared/reference/paper_appendix_ocr.txt), ItrSA with
@@ -74,7 +73,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     g.add_argument("--ns", nargs="+", type=int, default=None,
                    help=f"oscillator sizes N (even, dividing D) [cpu {CPU['ns']}, full {FULL['ns']}]")
     g.add_argument("--d", type=int, default=None, help=f"width D [cpu {CPU['d']}, full {FULL['d']}]")
-    g.add_argument("--heads", type=int, default=None, help=f"attention heads H [cpu {CPU['heads']}, full {FULL['heads']}]")
+    g.add_argument("--heads", type=int, default=None,
+                   help=f"attention heads H [cpu {CPU['heads']}, full {FULL['heads']}]")
     g = p.add_argument_group("training (only for missing runs)")
     add_training_flags(g, CPU, FULL)
     return common.parse(p, argv)
@@ -82,7 +82,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def resolve(args: argparse.Namespace) -> argparse.Namespace:
     """Fills unset settings from the presets and checks N against D."""
-    apply_preset(args, CPU, FULL)
+    apply_preset(args, FULL if args.full else CPU)
     if args.runs_from is None:
         args.runs_from = Path(args.out) / "runs"
     bad = [n for n in args.ns if n < 2 or args.d % n or n % 2]

@@ -47,8 +47,9 @@ import jax
 import numpy as np
 
 from experiments import common
-from experiments.sudoku_sweep import (add_ood_eval_flags, add_training_flags, apply_preset, load_sets,
-                                      lyapunov_puzzle, mean_std, model_lyapunov, plot_curve, train_variant)
+from experiments.sudoku_sweep import (add_ood_eval_flags, add_training_flags, load_sets, lyapunov_puzzle, mean_std,
+                                      model_lyapunov, plot_curve, train_variant)
+from rsa_jax.configs import apply_preset
 from rsa_jax.evaluate import evaluate_boards
 from rsa_jax.models.sudoku import ModelConfig
 from rsa_jax.train import TrainConfig
@@ -92,7 +93,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     g.add_argument("--models", nargs="+", choices=list(MODELS), default=["itrsa"],
                    help="itrsa = ItrSA with RMSNorm (the figure's model); akorn = AKOrN with Pi_N (default: itrsa)")
     g.add_argument("--heads", nargs="+", type=int, default=None,
-                   help=f"head counts H swept; each must divide D with D/H even [cpu {CPU['heads']}, full {FULL['heads']}]")
+                   help=f"head counts H swept; each must divide D with D/H even "
+                        f"[cpu {CPU['heads']}, full {FULL['heads']}]")
     g.add_argument("--d", type=int, default=None, help=f"width D [cpu {CPU['d']}, full {FULL['d']}]")
     g.add_argument("--n", type=int, default=4,
                    help="oscillator size N: readout chunks of both models, AKOrN's Pi_N (even, divides D; default: 4)")
@@ -117,7 +119,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def resolve(args: argparse.Namespace) -> argparse.Namespace:
     """Fills unset settings from the CPU or --full presets and checks H, N against D."""
-    apply_preset(args, CPU, FULL)
+    apply_preset(args, FULL if args.full else CPU)
     if args.t_train not in args.t_eval:
         args.t_eval = sorted(set(args.t_eval) | {args.t_train})
     bad = [h for h in args.heads if h < 1 or args.d % h or (args.d // h) % 2]

@@ -46,14 +46,15 @@ import jax.numpy as jnp
 import numpy as np
 
 from experiments import common
-from experiments.sudoku_sweep import OSCILLATOR_CPU as CPU
-from experiments.sudoku_sweep import OSCILLATOR_FULL as FULL
 from experiments.sudoku_sweep import OSCILLATOR_MODELS as MODELS
-from experiments.sudoku_sweep import (add_ood_eval_flags, add_training_flags, apply_preset, learned_gamma,
-                                      load_sets, lyapunov_puzzle, model_lyapunov, oscillator_train_config,
-                                      train_variant)
+from experiments.sudoku_sweep import (add_ood_eval_flags, add_training_flags, learned_gamma, load_sets,
+                                      lyapunov_puzzle, model_lyapunov, oscillator_train_config, train_variant)
+from rsa_jax.configs import OSCILLATOR_CPU as CPU
+from rsa_jax.configs import OSCILLATOR_FULL as FULL
+from rsa_jax.configs import apply_preset
 from rsa_jax.evaluate import evaluate_boards
 from rsa_jax.train import load_model
+
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = common.make_parser("oscillator_size", __doc__ + "\nDefaults are CPU-sized; where a flag shows "
@@ -71,7 +72,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     g.add_argument("--ns", nargs="+", type=int, default=None,
                    help=f"oscillator sizes N (even, dividing D) [cpu {CPU['ns']}, full {FULL['ns']}]")
     g.add_argument("--d", type=int, default=None, help=f"width D [cpu {CPU['d']}, full {FULL['d']}]")
-    g.add_argument("--heads", type=int, default=None, help=f"attention heads H [cpu {CPU['heads']}, full {FULL['heads']}]")
+    g.add_argument("--heads", type=int, default=None,
+                   help=f"attention heads H [cpu {CPU['heads']}, full {FULL['heads']}]")
     add_training_flags(p.add_argument_group("training"), CPU, FULL)
     g = p.add_argument_group("evaluation")
     add_ood_eval_flags(g, CPU, FULL)
@@ -85,7 +87,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     g.add_argument("--lyap-puzzle", type=int, default=0, help="index of the RRN test puzzle used (default: 0)")
     g = p.add_argument_group("chaos check (B.5.4)")
     g.add_argument("--chaos-steps", type=int, default=None,
-                   help=f"last time step t of the two trajectories [cpu {CPU['chaos_steps']}, full {FULL['chaos_steps']}]")
+                   help=f"last time step t of the two trajectories "
+                        f"[cpu {CPU['chaos_steps']}, full {FULL['chaos_steps']}]")
     g.add_argument("--chaos-warmup", type=int, default=128, help="steps before the perturbation (default: 128)")
     g.add_argument("--chaos-std", type=float, default=1e-3,
                    help="standard deviation of the Gaussian perturbation of the state (default: 1e-3; the paper "
@@ -101,7 +104,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def resolve(args: argparse.Namespace) -> argparse.Namespace:
     """Fills unset settings from the CPU or --full presets."""
-    apply_preset(args, CPU, FULL)
+    apply_preset(args, FULL if args.full else CPU)
     if args.t_train not in args.t_eval:
         args.t_eval = sorted(set(args.t_eval) | {args.t_train})
     bad = [n for n in args.ns if args.d % n or n % 2]
@@ -260,8 +263,8 @@ def main(argv=None):
         results[key] = {}
         for n in args.ns:
             t0 = time.time()
-            runs = train_variant(oscillator_train_config(args, key, n), Path(args.out) / "runs" / f"{key}_N{n}", args.seeds,
-                                 train_set, id_set, retrain=args.retrain)
+            runs = train_variant(oscillator_train_config(args, key, n), Path(args.out) / "runs" / f"{key}_N{n}",
+                                 args.seeds, train_set, id_set, retrain=args.retrain)
             t_train = time.time() - t0
             seeds = []
             for s, model, run_dir in runs:
@@ -277,7 +280,8 @@ def main(argv=None):
                 rec.update(learned_gamma(model) or {})
                 if s == args.seeds[0]:
                     d = chaos_distance(model, chaos_digits, chaos_given, warmup=args.chaos_warmup,
-                                       steps=args.chaos_steps, std=args.chaos_std, key=jax.random.PRNGKey(args.seed * 10_000 + 4000 + s))
+                                       steps=args.chaos_steps, std=args.chaos_std,
+                                       key=jax.random.PRNGKey(args.seed * 10_000 + 4000 + s))
                     rec["chaos_l1"] = d.tolist()
                     curves.append((f"N={n}", MODELS[key][0], d))
                 seeds.append(rec)

@@ -47,7 +47,8 @@ import jax
 import numpy as np
 
 from experiments import common
-from experiments.sudoku_sweep import add_training_flags, apply_preset, load_sets, train_variant
+from experiments.sudoku_sweep import add_training_flags, load_sets, train_variant
+from rsa_jax.configs import apply_preset
 from rsa_jax.evaluate import monitor_rollout
 from rsa_jax.models.sudoku import ModelConfig
 from rsa_jax.train import TrainConfig, load_model
@@ -80,15 +81,18 @@ def parse_args(argv=None) -> argparse.Namespace:
     g.add_argument("--model", choices=list(MODELS), default="itrsa",
                    help="itrsa = ItrSA with RMSNorm; akorn = AKOrN with Pi_N (default: itrsa)")
     g.add_argument("--d", type=int, default=None, help=f"width D [cpu {CPU['d']}, full {FULL['d']}]")
-    g.add_argument("--heads", type=int, default=None, help=f"attention heads H [cpu {CPU['heads']}, full {FULL['heads']}]")
+    g.add_argument("--heads", type=int, default=None,
+                   help=f"attention heads H [cpu {CPU['heads']}, full {FULL['heads']}]")
     g.add_argument("--n", type=int, default=None,
-                   help=f"oscillator size N (readout, AKOrN's Pi_N; even, divides D) [cpu {CPU['n']}, full {FULL['n']}]")
+                   help=f"oscillator size N (readout, AKOrN's Pi_N; even, divides D) "
+                        f"[cpu {CPU['n']}, full {FULL['n']}]")
     add_training_flags(g, CPU, FULL)
     g = p.add_argument_group("monitoring")
     g.add_argument("--steps", type=int, default=None,
                    help=f"T_eval: updates rolled out [cpu {CPU['steps']}, full {FULL['steps']}]")
     g.add_argument("--puzzles", type=int, default=None,
-                   help=f"first N RRN test puzzles (energy, cosine, accuracy) [cpu {CPU['puzzles']}, full {FULL['puzzles']}]")
+                   help=f"first N RRN test puzzles (energy, cosine, accuracy) "
+                        f"[cpu {CPU['puzzles']}, full {FULL['puzzles']}]")
     g.add_argument("--contribution-every", type=int, default=None,
                    help="contribution index at t = 0, e, 2e, ... and T_eval only (0: never; dense, O((81 D)^3) "
                         f"per puzzle and step) [cpu {CPU['contribution_every']}, full {FULL['contribution_every']}]")
@@ -102,7 +106,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def resolve(args: argparse.Namespace) -> argparse.Namespace:
     """Fills unset settings from the presets; checks the checkpoint and the sizes."""
-    apply_preset(args, CPU, FULL)
+    apply_preset(args, FULL if args.full else CPU)
     if args.checkpoint is not None and not (Path(args.checkpoint) / "config.json").is_file():
         raise SystemExit(f"--checkpoint {args.checkpoint}: no config.json there; pass a run directory of "
                          "rsa_jax.train (holding config.json and checkpoints/)")

@@ -36,9 +36,9 @@ resumes unfinished runs and reuses finished ones (--retrain starts afresh).
 
 Defaults are a CPU smoke size (minutes on 2 cores, almost all of it XLA compiles, one per training
 run: 2 lambdas for spec, the paper's pick for e_multi and e_single; board accuracies stay at 0 and
-cell accuracies near chance, so it checks the pipeline, not the claims); --full is the paper's size for a GPU (D=512, H=8, T=16, batch 100,
-100 epochs on all SATNet train, 3 seeds, all RRN valid/test, T_eval 16..2048, lambda grids around the
-paper's picks). Every preset value can be overridden by its flag.
+cell accuracies near chance, so it checks the pipeline, not the claims); --full is the paper's size for a
+GPU (D=512, H=8, T=16, batch 100, 100 epochs on all SATNet train, 3 seeds, all RRN valid/test, T_eval
+16..2048, lambda grids around the paper's picks). Every preset value can be overridden by its flag.
 
     python -m experiments.regularization                              # CPU default
     python -m experiments.regularization --full                       # paper size (accelerator)
@@ -56,6 +56,7 @@ import numpy as np
 
 from experiments import common
 from experiments.sudoku_sweep import add_training_flags, load_sets, mean_std, plot_curve, train_variant
+from rsa_jax.configs import apply_preset
 from rsa_jax.evaluate import PAPER_STEPS, evaluate_boards
 from rsa_jax.models.sudoku import CELLS, ModelConfig
 from rsa_jax.regularizers import EnergyPenalty, JacobianPenalty, SpecPenalty
@@ -125,7 +126,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     g.add_argument("--jac-target", type=float, default=1.0, help="jacobian: target spectral norm (default: 1)")
     g = p.add_argument_group("training")
     add_training_flags(g, CPU, FULL)
-    g.add_argument("--max-steps", type=int, default=None, help="stop every run after this many steps (default: all epochs)")
+    g.add_argument("--max-steps", type=int, default=None,
+                   help="stop every run after this many steps (default: all epochs)")
     g.add_argument("--eval-every", type=int, default=None,
                    help=f"in-training ID evaluation every this many epochs, 0: never [cpu {CPU['eval_every']}, "
                         f"full {FULL['eval_every']}]")
@@ -147,9 +149,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 def resolve(args: argparse.Namespace) -> argparse.Namespace:
     """Fills unset settings from the CPU or --full preset and checks them."""
     preset = FULL if args.full else CPU
-    for k, v in preset.items():
-        if k != "lambdas" and getattr(args, k, None) is None:
-            setattr(args, k, v)
+    apply_preset(args, {k: v for k, v in preset.items() if k != "lambdas"})
     args.lambdas = {v: getattr(args, f"lam_{v}") or args.lambdas or preset["lambdas"][v] for v in REGULARIZED}
     bad = {v: lams for v, lams in args.lambdas.items() if any(lam < 0 for lam in lams)}
     if bad:

@@ -1,26 +1,26 @@
 """Sudoku in- and out-of-distribution accuracy and test-time scaling (SPEC "Sudoku protocol").
 
-Trains each model of --models (ItrSA with RMSNorm, AKOrN) on SATNet train for each seed, or picks up
-the run already in <out>/runs/<model>/seed_<s> (an unfinished run resumes from its last checkpoint,
-a finished one is just loaded; --retrain starts afresh, --eval-only never trains). Then it evaluates
-the EMA model:
+By default (a CPU, no training flags) it evaluates the shipped trained models of ``rsa_jax.pretrained``
+(``sudoku-itrsa-cpu``, ``sudoku-akorn-cpu``; a shipped ``-gpu`` model of the same kind wins) and prints
+where each came from (its manifest: training command, steps, wall time, device, date). --checkpoints
+names other models (shipped names, ``.npz`` files or run directories), one per --models entry.
 
-  ID   SATNet test, board accuracy (all blank cells right) at T_eval = T_train;
-  OOD  RRN test ("sudoku-hard", 17-34 givens) at T_eval = 16, 128 and the best T_eval of the grid;
+--retrain trains each model of --models (ItrSA with RMSNorm, AKOrN) with the CPU protocol (RESULTS.md:
+D=128, H=4, N=4, T=16, batch 100, Adam lr 1e-3, EMA updated every step, all 9,000 SATNet puzzles;
+each model stops at --time-budget seconds, default 2 h, and resumes exactly when run again) in
+<out>/runs/<model>/seed_<s>, then evaluates it. --full is the paper's configuration for a GPU: D=512,
+H=8, T=16, batch 100, 100 epochs, all data, T_eval 16..2048, K=100 voting, the AKOrN code's learning
+rates (AKOrN 1e-3, ItrSA 5e-4). --eval-only evaluates the runs already in <out>/runs.
+
+Evaluation (EMA parameters):
+  ID   SATNet test, board accuracy (all blank cells right) at T_eval = T_train (and the T_eval curve);
+  OOD  RRN test ("sudoku-hard", 17-34 givens) along T_eval (CPU: 16..1024 on the first 500 puzzles);
   vote AKOrN's energy voting on OOD: K random initial states per puzzle, the run with the lowest
-       pseudo-energy summed over its steps wins (at T_eval = --vote-steps).
+       pseudo-energy summed over its steps wins (at T_eval = --vote-steps; CPU: K=8 on 100 puzzles).
 
 Each T_eval curve comes from one rollout of max(T_eval) steps read out along the way. Outputs in
---out: sudoku_ood.json (every number, per seed, plus mean/std), sudoku_ood.png (board and cell
-accuracy vs T_eval, log2 axis, ID and OOD), and the run directories.
-
-Default: a CPU-sized smoke configuration (a few minutes on 2 idle cores): D=64, H=4, T=8, 600
-training puzzles, batch 50, 6 epochs (72 steps) at lr 3e-3 (so that blank-cell accuracy leaves
-chance), 200 ID / 200 OOD puzzles, T_eval 8..256, K=8 voting on the first 100 OOD puzzles. It checks
-the pipeline end to end; its board accuracies stay at 0. --full is the paper's configuration for a
-GPU: D=512, H=8, T=16, batch 100, 100 epochs on all 9,000 SATNet puzzles, all 1,000 ID and 18,000
-OOD test puzzles, T_eval 16..2048, K=100, and the per-model learning rates of the AKOrN code
-(AKOrN 1e-3, ItrSA 5e-4). Every training field can be overridden (--lr, --epochs, --model-d, ...).
+--out: sudoku_ood.json (every number, per seed, plus mean/std and each model's provenance),
+sudoku_ood.png (board and cell accuracy vs T_eval, log2 axis, ID and OOD).
 Reference (AKOrN README, 5 seeds): AKOrN ID 100.0, OOD 51.7 (T_eval=128), 81.6 (K=100);
 ItrSA (older form) 95.7 / 34.4.
 """
@@ -35,11 +35,12 @@ from pathlib import Path
 import jax
 import numpy as np
 
+from rsa_jax import pretrained
 from rsa_jax.data.sudoku import load_or_generate
-from rsa_jax.evaluate import PAPER_STEPS, energy_voting, evaluate_boards
-from rsa_jax.models.sudoku import ModelConfig
+from rsa_jax.configs import SUDOKU_CPU, SUDOKU_EVAL_CPU, SUDOKU_EVAL_FULL, SUDOKU_FULL, SudokuEvalConfig
+from rsa_jax.evaluate import energy_voting, evaluate_boards
 from rsa_jax.tasks.sudoku import sudoku_task
-from rsa_jax.train import TrainConfig, add_dataclass_args, dataclass_from_args, load_model, train
+from rsa_jax.train import TrainConfig, add_dataclass_args, dataclass_from_args, train
 
 try:
     from experiments.common import announce, make_parser, parse, print_table, save_figure, save_json
@@ -52,45 +53,63 @@ LABELS = {"itrsa": "ItrSA (RMSNorm)", "akorn": "AKOrN"}
 
 
 def cpu_config() -> TrainConfig:
-    """Smoke-test size for a 2-core CPU (minutes, not the paper's numbers)."""
-    return TrainConfig(model=ModelConfig(kind="akorn", d=64, heads=4, n=4), t_train=8, batch_size=50, epochs=6,
-                       lr=3e-3, train_limit=600, eval_limit=200, checkpoint_every=50, log_every=4, eval_every=0)
+    """The CPU protocol (``rsa_jax.configs.SUDOKU_CPU``; RESULTS.md)."""
+    return SUDOKU_CPU
 
 
 def full_config() -> TrainConfig:
-    """The paper's Sudoku configuration (SPEC): D=512, H=8, T=16, batch 100, 100 epochs, all data."""
-    return TrainConfig(model=ModelConfig(kind="akorn", d=512, heads=8, n=4), t_train=16, batch_size=100,
-                       epochs=100, checkpoint_every=900, log_every=30, eval_every=10)
+    """The paper's Sudoku configuration (``rsa_jax.configs.SUDOKU_FULL``): D=512, H=8, T=16, batch 100, 100 epochs."""
+    return SUDOKU_FULL
 
 
-def model_config(kind: str, base: ModelConfig, norm_given: bool) -> ModelConfig:
-    """``base`` with ``kind`` swapped in; the normalization goes back to the kind's default
-    (ItrSA: RMSNorm, AKOrN: Pi) unless --model-norm was given."""
-    fields = dataclasses.asdict(base)
-    fields["kind"] = kind
-    if not norm_given:
-        fields["norm"] = None
-    return ModelConfig(**fields)
+def eval_config(args) -> SudokuEvalConfig:
+    """``SUDOKU_EVAL_CPU`` (or ``_FULL`` with --full) with the evaluation flags given (a limit of 0: all)."""
+    base = SUDOKU_EVAL_FULL if args.full else SUDOKU_EVAL_CPU
+    given = {k: getattr(args, k) for k in base.keys() if getattr(args, k, None) is not None}
+    given.update({k: None for k in ("id_limit", "ood_limit", "vote_limit") if given.get(k) == 0})
+    if "t_eval" in given:
+        given["t_eval"] = tuple(given["t_eval"])
+    return base.replace(**given)
+
+
+def default_checkpoint(kind: str) -> str:
+    """The shipped model used for ``kind`` when none is named: ``sudoku-<kind>-gpu`` if shipped, else ``-cpu``."""
+    shipped = pretrained.names()
+    return next((n for n in (f"sudoku-{kind}-gpu", f"sudoku-{kind}-cpu") if n in shipped), f"sudoku-{kind}-cpu")
 
 
 def build_parser():
     p = make_parser("sudoku_ood", __doc__)
     p.add_argument("--full", action="store_true",
-                   help="the paper's configuration (GPU): D=512, H=8, T=16, batch 100, 100 epochs, all data, "
+                   help="train the paper's configuration (GPU): D=512, H=8, T=16, batch 100, 100 epochs, all data, "
                         "T_eval up to 2048, K=100")
+    p.add_argument("--retrain", action="store_true",
+                   help="train with the CPU protocol (or --full) in <out>/runs instead of evaluating shipped models; "
+                        "earlier runs there are deleted")
+    p.add_argument("--resume", action="store_true",
+                   help="like --retrain but continue the runs in <out>/runs (a finished run is just loaded)")
+    p.add_argument("--eval-only", action="store_true", help="only evaluate the runs already in <out>/runs")
+    p.add_argument("--checkpoints", nargs="+", default=None,
+                   help="models to evaluate, one per --models entry: shipped names (rsa_jax.pretrained.names()), "
+                        ".npz files or run directories (default: the shipped sudoku-<model>-cpu/-gpu)")
     p.add_argument("--models", nargs="+", choices=MODELS, default=list(MODELS),
                    help="models to train and evaluate (default: itrsa akorn)")
     p.add_argument("--seeds", nargs="+", type=int, default=None,
-                   help="seeds, run one after another (default: the single --seed)")
+                   help="training seeds, run one after another (default: the single --seed)")
     p.add_argument("--t-eval", nargs="+", type=int, default=None,
-                   help="T_eval grid (default: CPU 8 16 32 64 128 256; --full 16 32 ... 2048; T_train, 16 and "
+                   help="T_eval grid (default: 16 32 ... 1024 on a CPU, ... 2048 with --full; T_train, 16 and "
                         "128 are always added)")
-    p.add_argument("--vote-k", type=int, default=None, help="energy voting: candidates K (default: CPU 8, --full 100)")
-    p.add_argument("--vote-steps", type=int, default=128, help="energy voting: T_eval of every candidate (default: 128)")
+    p.add_argument("--id-limit", type=int, default=None, help="ID puzzles evaluated (default: all 1,000; 0: all)")
+    p.add_argument("--ood-limit", type=int, default=None,
+                   help="OOD puzzles evaluated, the first ones (default: CPU 500, --full all 18,000; 0: all)")
+    p.add_argument("--vote-k", type=int, default=None,
+                   help="energy voting: candidates K (default: CPU 8, --full 100; 0: no voting)")
+    p.add_argument("--vote-steps", type=int, default=None,
+                   help="energy voting: T_eval of every candidate (default: CPU 64, --full 128)")
     p.add_argument("--vote-chunk", type=int, default=None,
                    help="energy voting: candidates run at once (memory; default: CPU 8, --full 10)")
     p.add_argument("--vote-limit", type=int, default=None,
-                   help="energy voting: only the first N OOD puzzles (default: CPU 100, --full all)")
+                   help="energy voting: only the first N OOD puzzles (default: CPU 100, --full all; 0: all)")
     p.add_argument("--vote-models", nargs="*", choices=MODELS, default=["akorn"],
                    help="models evaluated with energy voting (default: akorn; none: skip voting)")
     p.add_argument("--eval-batch-size", type=int, default=None,
@@ -98,11 +117,10 @@ def build_parser():
     p.add_argument("--id-split", default="satnet_test", help="in-distribution test split (default: satnet_test)")
     p.add_argument("--ood-split", default="rrn_test",
                    help="out-of-distribution split (default: rrn_test; rrn_valid for model selection)")
-    p.add_argument("--retrain", action="store_true", help="delete earlier runs in --out and train afresh")
-    p.add_argument("--eval-only", action="store_true", help="only evaluate the runs already in --out")
-    g = p.add_argument_group("training (rsa_jax.train.TrainConfig; defaults shown are the CPU ones; --model-norm "
-                             "applies to every model, unset it is each kind's default: itrsa rmsnorm, akorn pi)")
-    add_dataclass_args(g, TrainConfig, defaults=cpu_config(), exclude=("out", "seed", "model.kind"))
+    g = p.add_argument_group("training with --retrain/--resume/--full (rsa_jax.train.TrainConfig; defaults shown are "
+                             "the CPU protocol's; --model-norm applies to every model, unset it is each kind's "
+                             "default: itrsa rmsnorm, akorn pi)")
+    add_dataclass_args(g, TrainConfig, defaults=cpu_config(), exclude=("out", "seed", "model.kind", "eval_limit"))
     return p
 
 
@@ -119,20 +137,20 @@ def _fmt(ms, pct=True):
     return f"{k * m:.1f}" + (f" ± {k * s:.1f}" if s else "")
 
 
-def evaluate_run(model, sets: dict, t_eval, args, cfg: TrainConfig, seed: int, vote: bool) -> dict:
-    """ID/OOD curves (and voting) of one trained model."""
+def evaluate_run(model, sets: dict, t_eval, ev: SudokuEvalConfig, seed: int, vote: bool) -> dict:
+    """ID/OOD curves (and voting) of one trained model under the evaluation config ``ev``."""
     key = jax.random.PRNGKey(10_000 + seed)
     out = {}
     for name, s in sets.items():
         t0 = time.time()
-        out[name] = evaluate_boards(model, s, steps_list=t_eval, batch_size=min(args.eval_batch_size, len(s)), key=key)
+        out[name] = evaluate_boards(model, s, steps_list=t_eval, batch_size=min(ev.eval_batch_size, len(s)), key=key)
         out[name]["seconds"] = round(time.time() - t0, 2)
     if vote:
         t0 = time.time()
-        ood = sets["ood"] if args.vote_limit is None else sets["ood"].subset(slice(0, args.vote_limit))
-        r = energy_voting(model, ood, K=args.vote_k, steps=args.vote_steps, key=key, chunk=args.vote_chunk,
-                          batch_size=min(args.eval_batch_size, len(ood)))
-        out["vote"] = {"K": args.vote_k, "steps": args.vote_steps, "puzzles": len(ood),
+        ood = sets["ood"] if ev.vote_limit is None else sets["ood"].subset(slice(0, ev.vote_limit))
+        r = energy_voting(model, ood, K=ev.vote_k, steps=ev.vote_steps, key=key, chunk=ev.vote_chunk,
+                          batch_size=min(ev.eval_batch_size, len(ood)))
+        out["vote"] = {"K": ev.vote_k, "steps": ev.vote_steps, "puzzles": len(ood),
                        "seconds": round(time.time() - t0, 2),
                        **{k: r[k] for k in ("board_acc", "cell_acc", "single_board_acc", "oracle_board_acc")}}
     return out
@@ -166,7 +184,8 @@ def plot(results: dict, path: Path, vote_steps: int):
                 steps = np.asarray(runs[0][split]["steps"])
                 y = 100 * np.asarray([r[split][metric] for r in runs])
                 m, s = y.mean(0), y.std(0)
-                ax.plot(steps, m, "o-", color=f"C{i}", label=f"{LABELS[kind]} ({len(runs)} seed{'s' * (len(runs) > 1)})")
+                label = f"{LABELS[kind]} ({len(runs)} seed{'s' * (len(runs) > 1)})"
+                ax.plot(steps, m, "o-", color=f"C{i}", label=label)
                 if len(runs) > 1:
                     ax.fill_between(steps, m - s, m + s, color=f"C{i}", alpha=0.2)
                 if split == "ood" and all("vote" in r for r in runs):
@@ -188,79 +207,132 @@ def plot(results: dict, path: Path, vote_steps: int):
     return save_figure(fig, path)
 
 
+def provenance(source: str, cfg: TrainConfig) -> dict:
+    """Where a model came from: the shipped manifest, or the file / run directory and its config."""
+    if source in pretrained.names():
+        m = pretrained.manifest(source)
+        return {"source": f"shipped model {source} ({pretrained.path(source)})", **m}
+    return {"source": str(source), "config": dataclasses.asdict(cfg)}
+
+
+def describe(kind: str, prov: dict) -> str:
+    keys = ("command", "device", "date", "steps", "epochs", "train_seconds")
+    extra = ", ".join(f"{k} {prov[k]}" for k in keys[1:] if k in prov)
+    cmd = f"\n    trained by: {prov['command']}" if "command" in prov else ""
+    return f"[{kind}] {prov['source']}" + (f"; {extra}" if extra else "") + cmd
+
+
 def main(argv=None):
     parser = build_parser()
     args = parse(parser, argv)
+    training = args.retrain or args.resume or args.full
+    if training and (args.eval_only or args.checkpoints):
+        parser.error("--retrain/--resume/--full train models; they do not combine with --eval-only or --checkpoints")
+    if args.checkpoints and len(args.checkpoints) != len(args.models):
+        parser.error(f"--checkpoints needs one entry per model of --models {args.models}; got {args.checkpoints}")
     base = dataclass_from_args(args, TrainConfig, full_config() if args.full else cpu_config())
-    norm_given = "model.norm" in vars(args)
     seeds = args.seeds if args.seeds else [args.seed]
-    grid = args.t_eval or (PAPER_STEPS if args.full else (8, 16, 32, 64, 128, 256))
-    t_eval = sorted(set(grid) | {base.t_train, 16, 128})
-    args.vote_k = args.vote_k or (100 if args.full else 8)
-    args.vote_chunk = args.vote_chunk or (10 if args.full else 8)
-    args.eval_batch_size = args.eval_batch_size or (500 if args.full else 100)
-    if args.vote_limit is None and not args.full:
-        args.vote_limit = 100
+    ev = eval_config(args)
+    t_eval = sorted(set(ev.t_eval) | {base.t_train, 16, 128})
+    vote_models = args.vote_models if ev.vote_k > 0 else []
     out = Path(args.out)
 
     t_start = time.time()
-    train_set = load_or_generate("satnet_train", base.data_dir, n_fallback=base.train_limit or 500,
-                                 limit=base.train_limit)
-    sets = {"id": load_or_generate(args.id_split, base.data_dir, n_fallback=base.eval_limit or 200, seed=1,
-                                   limit=base.eval_limit),
-            "ood": load_or_generate(args.ood_split, base.data_dir, n_fallback=base.eval_limit or 200, seed=2,
-                                    limit=base.eval_limit)}
-    print(f"data: train {train_set.name} {len(train_set)}, ID {sets['id'].name} {len(sets['id'])}, "
-          f"OOD {sets['ood'].name} {len(sets['ood'])}", flush=True)
+    sets = {"id": load_or_generate(args.id_split, base.data_dir, n_fallback=ev.id_limit or 200, seed=1,
+                                   limit=ev.id_limit),
+            "ood": load_or_generate(args.ood_split, base.data_dir, n_fallback=ev.ood_limit or 200, seed=2,
+                                    limit=ev.ood_limit)}
+    train_set = None
+    if training:
+        train_set = load_or_generate("satnet_train", base.data_dir, n_fallback=base.train_limit or 500,
+                                     limit=base.train_limit)
+    print("data: " + (f"train {train_set.name} {len(train_set)}, " if train_set else "")
+          + f"ID {sets['id'].name} {len(sets['id'])}, OOD {sets['ood'].name} {len(sets['ood'])}", flush=True)
 
     results = {}
-    record = {"full": args.full, "seeds": seeds, "t_eval": t_eval, "vote": {"K": args.vote_k, "steps": args.vote_steps},
-              "data": {"train": [train_set.name, len(train_set)], "id": [sets["id"].name, len(sets["id"])],
-                       "ood": [sets["ood"].name, len(sets["ood"])]}, "results": results}
-    for kind in args.models:
+    record = {"full": args.full, "mode": "train" if training else "eval-only" if args.eval_only else "shipped",
+              "seeds": seeds, "t_eval": t_eval,
+              "evaluation": dataclasses.asdict(ev),
+              "data": {"id": [sets["id"].name, len(sets["id"])], "ood": [sets["ood"].name, len(sets["ood"])],
+                       **({"train": [train_set.name, len(train_set)]} if train_set else {})},
+              "results": results}
+    for i, kind in enumerate(args.models):
         results[kind] = {"seeds": {}}
-        for seed in seeds:
-            cfg = dataclasses.replace(base, model=model_config(kind, base.model, norm_given), seed=seed,
-                                      out=str(out / "runs" / kind / f"seed_{seed}"))
-            results[kind]["config"] = dataclasses.asdict(cfg)
+        if training or args.eval_only:
+            jobs = [(seed, str(out / "runs" / kind / f"seed_{seed}")) for seed in seeds]
+        else:
+            jobs = [(None, args.checkpoints[i] if args.checkpoints else default_checkpoint(kind))]
+        for seed, source in jobs:
             t0 = time.time()
-            if args.eval_only:
-                model, _ = load_model(cfg.out)
-                history = []
-            else:
-                print(f"[{kind} seed {seed}] training in {cfg.out} (lr {cfg.resolved_lr():g})", flush=True)
+            last = None
+            if training:
+                norm = base.model.norm if "model.norm" in vars(args) else None   # else the kind's default
+                cfg = dataclasses.replace(base, model=base.model.with_kind(kind, norm), seed=seed, out=source)
+                print(f"[{kind} seed {seed}] training in {cfg.out} (lr {cfg.resolved_lr():g}"
+                      + (f", budget {cfg.time_budget:g} s" if cfg.time_budget else "") + ")", flush=True)
                 model, history = train(cfg, sudoku_task(cfg, train_set, sets["id"]), resume=not args.retrain)
-            t_train = time.time() - t0
-            last = [r for r in history if "loss" in r]
-            if last:
-                print(f"[{kind} seed {seed}] step {last[-1]['step']}: loss {last[-1]['loss']:.4f}, "
-                      f"cell acc {last[-1].get('cell_acc', float('nan')):.3f} ({t_train:.0f} s)", flush=True)
-            r = evaluate_run(model, sets, t_eval, args, cfg, seed, vote=kind in args.vote_models)
-            r["train_seconds"] = round(t_train, 1)
-            r["final_train_metrics"] = last[-1] if last else None
+                last = next((r for r in reversed(history) if "loss" in r), None)
+                prov = {"source": f"trained in {cfg.out}", "config": dataclasses.asdict(cfg),
+                        "steps": last["step"] if last else 0, "train_seconds": round(time.time() - t0, 1)}
+            else:
+                try:
+                    model, cfg = pretrained.load_checkpoint(source)
+                except (FileNotFoundError, KeyError) as e:
+                    if args.checkpoints or args.eval_only:
+                        raise SystemExit(f"[{kind}] cannot load {source}: {e}") from None
+                    print(f"[{kind}] skipped: no shipped model {source} (shipped: {pretrained.names() or 'none'}); "
+                          f"train one with `python -m experiments.sudoku_ood --retrain --models {kind}`", flush=True)
+                    continue
+                seed = cfg.seed
+                prov = provenance(source, cfg)
+            print(describe(kind, prov), flush=True)
+            r = evaluate_run(model, sets, t_eval, ev, seed, vote=kind in vote_models)
+            r["provenance"] = prov
+            r["t_train"] = cfg.t_train
+            r["final_train_metrics"] = last
             results[kind]["seeds"][seed] = r
-            print(f"[{kind} seed {seed}] evaluated ({r['id']['seconds'] + r['ood']['seconds'] + r.get('vote', {}).get('seconds', 0):.0f} s)",
+            results[kind]["t_train"] = cfg.t_train
+            print(f"[{kind}] evaluated ({sum(r[k]['seconds'] for k in ('id', 'ood', 'vote') if k in r):.0f} s)",
                   flush=True)
             save_json(record, out / "sudoku_ood.json")            # partial results survive a crash
-        results[kind]["summary"] = summarize(results[kind]["seeds"], base.t_train)
+        if not results[kind]["seeds"]:
+            del results[kind]
+            continue
+        results[kind]["summary"] = summarize(results[kind]["seeds"], results[kind]["t_train"])
+    if not results:
+        raise SystemExit("nothing was evaluated: no shipped model for " + ", ".join(args.models)
+                         + "; see --checkpoints and --retrain")
 
     record["seconds"] = round(time.time() - t_start, 1)
-    n_vote = min(args.vote_limit or len(sets["ood"]), len(sets["ood"]))
-    headers = ["model", f"ID T={base.t_train}", "ID cell", "OOD T=16", "OOD T=128", "OOD best (T)",
-               f"OOD vote K={args.vote_k} T={args.vote_steps}" + (f" ({n_vote} puzzles)" if n_vote < len(sets["ood"]) else ""),
-               "OOD cell T=128"]
-    rows = []
-    for kind, res in results.items():
-        s = res["summary"]
-        rows.append([LABELS[kind], _fmt(s["id"]), _fmt(s["id_cell"]), _fmt(s["ood_16"]), _fmt(s["ood_128"]),
-                     f"{_fmt(s['ood_best'])} ({'/'.join(map(str, s['ood_best_t']))})", _fmt(s["vote"]),
-                     _fmt(s["ood_cell_128"])])
-    print(f"\nboard accuracy (%) over {len(seeds)} seed(s); cell = blank cells right (%)")
-    print_table(rows, headers)
-    paths = [save_json(record, out / "sudoku_ood.json"), plot(results, out / "sudoku_ood.png", args.vote_steps)]
+    print_results(record, ev, len(sets["ood"]))
+    paths = [save_json(record, out / "sudoku_ood.json"), plot(results, out / "sudoku_ood.png", ev.vote_steps)]
     announce(paths)
     print(f"total {record['seconds']:.0f} s")
     return record
+
+
+def print_results(record: dict, ev: SudokuEvalConfig, n_ood: int) -> None:
+    results = record["results"]
+    t_trains = sorted({res["t_train"] for res in results.values()})
+    headers = ["model", f"ID T={'/'.join(map(str, t_trains))}", "ID cell", "OOD T=16", "OOD T=128",
+               "OOD best (T)", "OOD cell T=128"]
+    voting = any("vote" in r for res in results.values() for r in res["seeds"].values())
+    if voting:
+        n_vote = min(ev.vote_limit or n_ood, n_ood)
+        headers.insert(6, f"OOD vote K={ev.vote_k} T={ev.vote_steps}"
+                          + (f" ({n_vote} puzzles)" if n_vote < n_ood else ""))
+    rows = []
+    for kind, res in results.items():
+        s = res["summary"]
+        row = [LABELS[kind], _fmt(s["id"]), _fmt(s["id_cell"]), _fmt(s["ood_16"]), _fmt(s["ood_128"]),
+               f"{_fmt(s['ood_best'])} ({'/'.join(map(str, s['ood_best_t']))})", _fmt(s["ood_cell_128"])]
+        if voting:
+            row.insert(6, _fmt(s["vote"]))
+        rows.append(row)
+    n = len(next(iter(results.values()))["seeds"]) if results else 0
+    print(f"\nboard accuracy (%) over {n} model(s) per row; cell = blank cells right (%); "
+          f"OOD on {n_ood} {record['data']['ood'][0]} puzzles")
+    print_table(rows, headers)
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from rsa_jax.configs import OSCILLATOR_CPU, OSCILLATOR_FULL, apply_preset  # noqa: F401  (re-exported)
 from rsa_jax.data.sudoku import SudokuSet, load_or_generate
 from rsa_jax.lyapunov import lyapunov_spectrum, max_lyapunov, mean_lyapunov, null_directions
 from rsa_jax.models.sudoku import ModelConfig
@@ -166,13 +167,13 @@ def add_training_flags(parser, cpu: dict, full: dict, *, seeds: bool = True):
     ``train_config(args, ...)`` reads them): ``--data-dir``, ``--seeds``, ``--epochs``, ``--batch-size``,
     ``--lr``, ``--t-train``, ``--train-limit``, ``--id-limit``, ``--retrain``.
 
-    Defaults are None, filled by :func:`apply_preset` from ``cpu`` or ``full`` (``--full``); the help
-    texts show both. Keys needed in the presets: ``epochs, batch_size, lr, train_limit, id_limit``
+    Defaults are None, filled by ``rsa_jax.configs.apply_preset`` from ``cpu`` or ``full`` (``--full``);
+    the help texts show both. Keys needed in the presets: ``epochs, batch_size, lr, train_limit, id_limit``
     (and ``seeds`` with ``seeds=True``); ``t_train`` comes from the presets if they have it, else 16.
 
     Args:
       parser: an ``argparse`` parser or argument group.
-      cpu, full: the presets.
+      cpu, full: the presets (``rsa_jax.configs`` presets or dicts).
       seeds: add ``--seeds`` (a list of training seeds).
     """
     both = lambda k, fmt=str: f"[cpu {fmt(cpu[k])}, full {fmt(full[k])}]"
@@ -189,7 +190,8 @@ def add_training_flags(parser, cpu: dict, full: dict, *, seeds: bool = True):
                         help=f"Adam learning rate {both('lr', lambda v: 'per-kind default' if v is None else v)} "
                              "(per-kind default: rsa_jax.train.DEFAULT_LR)")
     if "t_train" in cpu:
-        parser.add_argument("--t-train", type=int, default=None, help=f"recurrent steps T in training {both('t_train')}")
+        parser.add_argument("--t-train", type=int, default=None,
+                            help=f"recurrent steps T in training {both('t_train')}")
     else:
         parser.add_argument("--t-train", type=int, default=16, help="recurrent steps T in training (default: 16)")
     parser.add_argument("--train-limit", type=int, default=None,
@@ -209,14 +211,6 @@ def add_ood_eval_flags(parser, cpu: dict, full: dict):
     parser.add_argument("--eval-batch-size", type=int, default=100, help="puzzles per evaluation batch (default: 100)")
 
 
-def apply_preset(args, cpu: dict, full: dict):
-    """Sets every attribute of ``args`` that is None (or missing) from ``full`` if ``args.full`` else ``cpu``."""
-    for k, v in (full if getattr(args, "full", False) else cpu).items():
-        if getattr(args, k, None) is None:
-            setattr(args, k, list(v) if isinstance(v, list) else v)
-    return args
-
-
 # --- oscillator-size sweeps (experiments.oscillator_size, experiments.gamma_table share runs) ----
 OSCILLATOR_MODELS = {
     "itrsa": ("ItrSA (RMSNorm_N)", lambda d, h, n: ModelConfig(kind="itrsa", d=d, heads=h, n=n, norm="rmsnorm",
@@ -227,15 +221,7 @@ OSCILLATOR_MODELS = {
 }
 
 #: experiments.oscillator_size (and gamma_table, which shares its runs): CPU default (a few minutes) and
-#: paper (--full) settings; explicit flags override either.
-OSCILLATOR_CPU = dict(d=16, heads=2, ns=[4, 8, 16], seeds=[0], epochs=2, batch_size=20, train_limit=400, eval_limit=100,
-           id_limit=100, lr=3e-3, t_eval=[16, 32, 64, 128, 256], lyap_k=8, lyap_sweeps=1, chaos_steps=1000,
-           chaos_puzzles=4)
-OSCILLATOR_FULL = dict(d=512, heads=8, ns=[4, 8, 16, 32, 64, 128, 256, 512], seeds=[0, 1, 2, 3, 4], epochs=100,
-            batch_size=100, train_limit=None, eval_limit=None, id_limit=None, lr=None,
-            t_eval=[16, 32, 64, 128, 256, 512, 1024, 2048], lyap_k=16, lyap_sweeps=2, chaos_steps=10_000,
-            chaos_puzzles=16)
-
+#: paper (--full) settings, explicit flags override either: ``rsa_jax.configs.OSCILLATOR_CPU`` / ``_FULL``.
 
 def oscillator_train_config(args, key: str, n: int) -> TrainConfig:
     """Training config of model variant ``key`` at oscillator size ``n``."""

@@ -16,4 +16,17 @@ from rsa_jax.ops import chunk_norm, normalize, omega_rotation, pi, proj, rms_nor
 from rsa_jax.regularizers import (EnergyPenalty, JacobianPenalty, SpecPenalty, jacobian_penalty,
                                   jacobian_penalty_init, r_e_multi, r_e_single, spec_init, spec_penalty)
 
+__all__ = [
+    "attention_weights", "full_matrices", "init_attention", "msa", "orthogonal", "orthogonal_value_output",
+    "sa_heads", "symmetric_multi_head", "symmetric_single_head", "with_spectral_norms", "akorn_step",
+    "integrate", "iterate", "itrsa_step", "msa_field", "projected_sa_field", "rollout", "akorn_energy",
+    "e_multi", "e_single", "pseudo_energy", "PowerIterationState", "dense_jacobian", "init_power_state",
+    "jacobian_eigenvalues", "linear_operators", "pi_jacobian", "power_iteration", "rmsnorm_jacobian",
+    "spectral_norm", "LyapunovResult", "lyapunov_exact", "lyapunov_spectrum", "max_lyapunov", "mean_lyapunov",
+    "null_directions", "contribution_index", "msa_contribution_index", "msa_cosine",
+    "pseudo_energy_trajectory", "symmetric_jacobian", "chunk_norm", "normalize", "omega_rotation", "pi",
+    "proj", "rms_norm", "EnergyPenalty", "JacobianPenalty", "SpecPenalty", "jacobian_penalty",
+    "jacobian_penalty_init", "r_e_multi", "r_e_single", "spec_init", "spec_penalty",
+]
+
 __version__ = "0.1.0"

@@ -153,7 +153,10 @@ def sa_heads(params: Params, x: jnp.ndarray, beta: float | None = None, *, fused
     q, k, v = _qkv(params, x)
     if fused:
         to_bshe = lambda a: jnp.swapaxes(a.reshape(-1, *a.shape[-3:]), -3, -2)  # (B, S, H, E)
-        out = jax.nn.dot_product_attention(to_bshe(q), to_bshe(k), to_bshe(v), scale=_beta(params, beta))
+        # jax's XLA implementation promotes the logits to at least float32 on purpose (a float64
+        # input stays float64); under jax_numpy_dtype_promotion="strict" that promotion would raise
+        with jax.numpy_dtype_promotion("standard"):
+            out = jax.nn.dot_product_attention(to_bshe(q), to_bshe(k), to_bshe(v), scale=_beta(params, beta))
         out = jnp.swapaxes(out, -3, -2).reshape(v.shape)
     else:
         a = jax.nn.softmax(_beta(params, beta) * jnp.einsum("...hse,...hte->...hst", q, k), axis=-1)
@@ -193,7 +196,8 @@ def with_spectral_norms(params: Params, *, wv_norm: float | None = None, wo_norm
     """``params`` with all ``W^V_h`` (all ``W^O_h``) scaled by one factor so that the concatenated
     ``W^V`` ``(D, H*D_V)`` (``W^O`` ``(H*D_V, D)``) has the given spectral norm (None: unchanged).
 
-    The Lyapunov sweeps over ``||W^V||`` and ``||W^O||`` (appendix B.3) use it.
+    The Lyapunov sweeps over ``||W^V||`` and ``||W^O||`` (appendix B.3) use it. The norm is taken in
+    the parameters' precision (at least float32, which the SVD needs) and the result keeps their dtype.
     """
     full = full_matrices(params)
     out = dict(params)
@@ -202,7 +206,10 @@ def with_spectral_norms(params: Params, *, wv_norm: float | None = None, wo_norm
             continue
         if name not in params:
             raise ValueError(f"cannot set the norm of {name}: the parameters have none")
-        out[name] = params[name] * (target / jnp.linalg.norm(full[name.upper()].astype(jnp.float32), ord=2))
+        w = full[name.upper()]
+        wide = w.dtype if jnp.finfo(w.dtype).bits >= 32 else jnp.float32
+        sigma = jnp.linalg.norm(w.astype(wide), ord=2)
+        out[name] = params[name] * (target / sigma).astype(params[name].dtype)
     return out
 
 

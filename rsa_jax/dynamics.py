@@ -83,6 +83,19 @@ def rollout(step: Step, params: dict, x0: jnp.ndarray, c: jnp.ndarray, steps: in
     Returns:
       ``x_T`` of shape ``(..., S, D)``; with ``trajectory``, ``(x_T, xs)`` where ``xs`` is
       ``(T, ..., S, D)`` holding ``x_1, ..., x_T``.
+
+    Examples:
+      Any ``step(params, x, c) -> x`` works, e.g. ``itrsa_step``; here ``x <- a x + c`` from 0:
+
+      >>> import jax.numpy as jnp
+      >>> from rsa_jax.dynamics import rollout
+      >>> step = lambda p, x, c: p["a"] * x + c
+      >>> x0, c = jnp.zeros((3, 2), jnp.float32), jnp.ones((3, 2), jnp.float32)
+      >>> xT, xs = rollout(step, {"a": 0.5}, x0, c, 4, trajectory=True)
+      >>> xT.shape, xs.shape
+      ((3, 2), (4, 3, 2))
+      >>> [float(x[0, 0]) for x in xs]
+      [1.0, 1.5, 1.75, 1.875]
     """
     def body(x, _):
         x = step(params, x, c)

@@ -80,9 +80,14 @@ def default_null_rtol(dtype) -> float:
     """``max(1000 eps(dtype), 1e-8)``: singular values below this fraction of the largest are null.
 
     The ``1e-8`` covers the regularized normalization of ``rsa_jax.ops.pi`` (``y / sqrt(|y|^2 +
-    1e-12)``), whose radial derivative is ``~1e-12 / |y|^2`` rather than exactly zero.
+    1e-12)``), whose radial derivative is ``~1e-12 / |y|^2`` rather than exactly zero. So float64
+    gives ``1e-8`` and float32 ``1000 * 2^-23 ~ 1.2e-4``. Half precision (bfloat16, float16) raises
+    ``ValueError``: its ``1000 eps`` exceeds 1, and the QR / SVD behind the exponents need float32+.
     """
-    return max(1000.0 * float(jnp.finfo(dtype).eps), 1e-8)
+    eps = float(jnp.finfo(dtype).eps)
+    if eps > 1e-6:
+        raise ValueError(f"Lyapunov exponents need float32 or float64 states (LAPACK QR/SVD); got {jnp.dtype(dtype)}")
+    return max(1000.0 * eps, 1e-8)
 
 
 def _qr(q: jnp.ndarray):
@@ -177,6 +182,18 @@ def lyapunov_spectrum(f: Map, x0: jnp.ndarray, T: int, k: int | None = None, *, 
     Returns:
       ``LyapunovResult(exponents (k,) descending, history or None)``; exponents are
       ``(1/T) sum_t ln |R_ii^(t)|``, i.e. ``ln sigma / T`` (= ``(1/2T) ln alpha``).
+
+    Examples:
+      A linear map ``x -> A x`` with a symmetric ``A`` has the exponents ``ln |eig(A)|``:
+
+      >>> import jax.numpy as jnp
+      >>> from rsa_jax.lyapunov import lyapunov_spectrum
+      >>> a = jnp.diag(jnp.array([2.0, 0.5], jnp.float32))
+      >>> res = lyapunov_spectrum(lambda x: a @ x, jnp.ones(2, jnp.float32), T=10)
+      >>> [round(float(e), 4) for e in res.exponents]          # ln 2, ln 1/2
+      [0.6931, -0.6931]
+      >>> lyapunov_spectrum(lambda x: a @ x, jnp.ones(2, jnp.float32), T=10, k=1).exponents.shape
+      (1,)
     """
     n = x0.size
     k = n if k is None else k

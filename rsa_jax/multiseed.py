@@ -30,6 +30,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import shutil
+import time
 from pathlib import Path
 from typing import Any, Callable, Sequence, Union
 
@@ -102,6 +103,7 @@ def train_multiseed(cfg: TrainConfig, task: Union[Task, Callable[[TrainConfig], 
       TrainingDiverged: a seed produced a non-finite loss or gradient norm (``err.seed`` names
         it); nothing is saved for that step.
     """
+    started = time.time()
     seeds = [int(s) for s in seeds]
     if not seeds or len(set(seeds)) != len(seeds):
         raise ValueError(f"seeds must be distinct and non-empty, got {seeds}")
@@ -149,7 +151,7 @@ def train_multiseed(cfg: TrainConfig, task: Union[Task, Callable[[TrainConfig], 
                 lanes = [RunLane(t, m, h, d / METRICS_FILE, s)
                          for t, m, h, d, s in zip(tasks, mngrs, histories, dirs, seeds)]
                 state = run_loop(cfg, lanes, state, step_fn, start, stop, spe, graphdef, rest, pick=unstack_tree,
-                                 combine=stack_batches)
+                                 combine=stack_batches, started=started)
         finally:
             for m in mngrs:
                 m.close()
@@ -157,26 +159,12 @@ def train_multiseed(cfg: TrainConfig, task: Union[Task, Callable[[TrainConfig], 
 
 
 def main(argv=None):
-    """``python -m rsa_jax.multiseed --seeds 0 1 2 3 4 [--model-kind itrsa] [--out DIR] ...``: Sudoku, S seeds."""
-    import argparse
+    """``python -m rsa_jax.multiseed --seeds 0 1 2 3 4 [--model-kind itrsa] [--out DIR] ...``: Sudoku, S seeds.
 
-    from rsa_jax.tasks.sudoku import load_sets, sudoku_task
-    from rsa_jax.train import add_dataclass_args, dataclass_from_args
-
-    parser = argparse.ArgumentParser(description="Train several seeds of a looped Sudoku solver in one program.")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4], help="seeds (default 0 1 2 3 4)")
-    add_dataclass_args(parser, TrainConfig, exclude=("seed",))
-    parser.add_argument("--no-resume", action="store_true", help="start afresh, deleting old checkpoints")
-    args = parser.parse_args(argv)
-    cfg = dataclass_from_args(args, TrainConfig)
-    tr, ev = load_sets(cfg)
-    _, histories = train_multiseed(cfg, lambda c: sudoku_task(c, tr, ev["satnet_test"]), args.seeds,
-                                   resume=not args.no_resume)
-    last = {}
-    for seed, hist in zip(args.seeds, histories):
-        evals = [r for r in hist if any(k.startswith("eval/") for k in r)]
-        last[seed] = evals[-1] if evals else hist[-1] if hist else {}
-    print(json.dumps(last, indent=2))
+    The command lives with its task: it is ``python -m rsa_jax.tasks.sudoku --seeds ...``
+    (:func:`rsa_jax.tasks.sudoku.main`) with ``--seeds`` defaulting to 0 1 2 3 4."""
+    import importlib   # by name, not an import statement: rsa_jax.tasks.sudoku imports this module
+    return importlib.import_module("rsa_jax.tasks.sudoku").main(argv, default_seeds=(0, 1, 2, 3, 4))
 
 
 if __name__ == "__main__":

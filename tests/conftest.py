@@ -1,4 +1,4 @@
-"""Shared test setup: JAX in float64 for the whole session, cheap XLA compilation.
+"""Shared test setup: JAX in float64 with strict dtype promotion for the whole session, cheap XLA compilation.
 
 Set at import time (before any test module builds arrays) so that reference comparisons can use
 tolerances of 1e-8..1e-12. Tests that care about float32 behaviour must ask for it explicitly.
@@ -20,3 +20,7 @@ if "xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
 import jax  # noqa: E402
 
 jax.config.update("jax_enable_x64", True)
+# Strict dtype promotion (as equinox's tests): mixing float32 and float64 arrays, or ints and floats,
+# raises instead of silently promoting, so a float32 intermediate in a float64 computation (or the
+# reverse) is found. Python scalars stay weakly typed. Code that promotes on purpose casts explicitly.
+jax.config.update("jax_numpy_dtype_promotion", "strict")

@@ -218,14 +218,18 @@ def test_symmetric_multi_head(d, h):
         symmetric_multi_head(jax.random.PRNGKey(0), 12, 4)  # raises before drawing anything
 
 
-def test_with_spectral_norms_sets_the_concatenated_norms():
-    p = _params(8, 2, bias=False, out_proj=True, seed=3)
+@pytest.mark.parametrize("dtype,rtol", [(jnp.float64, 1e-12), (jnp.float32, 1e-6), (jnp.bfloat16, 1e-2)])
+def test_with_spectral_norms_sets_the_concatenated_norms(dtype, rtol):
+    """The norm is taken in the parameters' precision (float64 was once normed in float32, off by
+    ~1e-7) and the parameters keep their dtype (bfloat16 ones once came back float32)."""
+    p = {k: v.astype(dtype) for k, v in _params(8, 2, bias=False, out_proj=True, seed=3).items()}
     q = with_spectral_norms(p, wv_norm=2.5, wo_norm=0.5)
+    assert all(v.dtype == dtype for v in q.values())
     full = full_matrices(q)
-    np.testing.assert_allclose(np.linalg.norm(np.asarray(full["WV"]), 2), 2.5, rtol=1e-6)
-    np.testing.assert_allclose(np.linalg.norm(np.asarray(full["WO"]), 2), 0.5, rtol=1e-6)
-    ratio = np.asarray(q["wv"]) / np.asarray(p["wv"])           # one factor for all heads
-    np.testing.assert_allclose(ratio, ratio.flat[0])
+    np.testing.assert_allclose(np.linalg.norm(np.asarray(full["WV"], np.float64), 2), 2.5, rtol=rtol)
+    np.testing.assert_allclose(np.linalg.norm(np.asarray(full["WO"], np.float64), 2), 0.5, rtol=rtol)
+    ratio = np.asarray(q["wv"], np.float64) / np.asarray(p["wv"], np.float64)   # one factor for all heads
+    np.testing.assert_allclose(ratio, ratio.flat[0], rtol=max(rtol, 1e-7))
     np.testing.assert_array_equal(q["wq"], p["wq"])
     assert with_spectral_norms(p)["wv"] is p["wv"]
     with pytest.raises(ValueError):

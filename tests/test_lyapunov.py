@@ -9,8 +9,8 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 from rsa_jax.dynamics import iterate, itrsa_step  # noqa: E402
-from rsa_jax.lyapunov import (NULL_FLOOR, LyapunovResult, lyapunov_exact, lyapunov_spectrum,  # noqa: E402
-                              max_lyapunov, mean_lyapunov, null_directions)
+from rsa_jax.lyapunov import (NULL_FLOOR, LyapunovResult, default_null_rtol, lyapunov_exact,  # noqa: E402
+                              lyapunov_spectrum, max_lyapunov, mean_lyapunov, null_directions)
 from rsa_jax.ops import omega_rotation, pi  # noqa: E402
 
 S, D, H, T_SMALL = 4, 8, 2, 3
@@ -99,12 +99,13 @@ def test_a5_rotation_normalized_vs_not(n_osc):
 
 # --- QR method vs the dense definition on a small ItrSA ----------------------------------------
 
-def _itrsa(norm):
+def _itrsa(norm, dtype=jnp.float64):
     attn = {name: _normal(seed, shape) / np.sqrt(D) for seed, (name, shape) in enumerate(
         [("wq", (H, D, D // H)), ("wk", (H, D, D // H)), ("wv", (H, D, D // H)), ("wo", (H, D // H, D))])}
     params = {"attn": attn, "eta": 1.0,
               "gamma": 0.5 + jnp.linspace(0.0, 1.0, D)}
     c, x0 = _normal(2, (S, D)), _normal(3, (S, D))
+    params, c, x0 = jax.tree.map(lambda a: jnp.asarray(a, dtype), (params, c, x0))
     x0 = x0 if norm == "none" else pi(x0)
     return (lambda x: itrsa_step(params, x, c, norm=norm)), x0
 
@@ -146,17 +147,35 @@ def test_reorth_every_does_not_change_result():
 
 # --- null directions ---------------------------------------------------------------------
 
+@pytest.mark.parametrize("dtype,want", [(jnp.float64, 1e-8), (jnp.float32, 1000 * 2.0 ** -23)])
+def test_default_null_rtol_per_dtype(dtype, want):
+    assert default_null_rtol(dtype) == pytest.approx(want, rel=1e-12)
+    assert default_null_rtol(jnp.zeros(2, dtype).dtype) == default_null_rtol(dtype)
+
+
+@pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float16])
+def test_half_precision_is_refused_clearly(dtype):
+    with pytest.raises(ValueError, match="float32 or float64"):
+        default_null_rtol(dtype)
+    with pytest.raises(ValueError, match="float32 or float64"):
+        lyapunov_spectrum(lambda x: 0.5 * x, jnp.ones(3, dtype), 2)
+
+
+@pytest.mark.parametrize("dtype", [jnp.float64, jnp.float32])
 @pytest.mark.parametrize("norm", ["pi", "rmsnorm"])
-def test_normalized_itrsa_has_exactly_S_nulls(norm):
-    f, x0 = _itrsa(norm)
+def test_normalized_itrsa_has_exactly_S_nulls(norm, dtype):
+    """Float32 (the training precision) takes the ``1000 eps`` branch of ``default_null_rtol``: its
+    null directions carry roundoff ~1e-7 relative, far above float64's 1e-8 threshold."""
+    f, x0 = _itrsa(norm, dtype)
+    assert x0.dtype == dtype and f(x0).dtype == dtype
     nulls = null_directions(x0.shape, None, norm)
     assert nulls == S and null_directions(x0.shape, None, "none") == 0
     assert null_directions((S, D), 4, "pi") == S * D // 4
     for ex in (spectrum(f, x0, T_SMALL, sweeps=int(norm == "pi")).exponents, lyapunov_exact(f, x0, T_SMALL)):
         assert int(jnp.sum(ex == NULL_FLOOR)) == S
         assert float(ex[-S - 1]) > NULL_FLOOR + 10
-        kept = np.asarray(ex[:S * (D - 1)])
-        np.testing.assert_allclose(mean_lyapunov(ex, nulls), kept.mean(), rtol=1e-12)
+        kept = np.asarray(ex[:S * (D - 1)], np.float64)
+        np.testing.assert_allclose(mean_lyapunov(ex, nulls), kept.mean(), rtol=1e-12 if dtype == jnp.float64 else 1e-5)
         assert float(max_lyapunov(ex, nulls)) == float(ex[0])
     with pytest.raises(ValueError):
         mean_lyapunov(ex, S * D)

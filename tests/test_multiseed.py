@@ -5,6 +5,7 @@ import json
 import shutil
 from pathlib import Path
 
+import chex
 import jax
 import numpy as np
 import pytest
@@ -50,7 +51,7 @@ def test_stack_roundtrip():
     stacked = stack_trees(trees)
     assert stacked["a"].shape == (3, 2) and stacked["b"][0].shape == (3,)
     for i in range(3):
-        jax.tree.map(np.testing.assert_array_equal, unstack_tree(stacked, i), trees[i])
+        chex.assert_trees_all_equal(unstack_tree(stacked, i), trees[i])
     assert stack_batches([{"x": np.zeros((4, 81))}] * 2)["x"].shape == (2, 4, 81)
 
 
@@ -76,8 +77,7 @@ def test_multiseed_equals_single_seed_runs(tmp_path, puzzles, multi):
     for seed, model, hist in zip(SEEDS, models, histories):
         cs = dataclasses.replace(seed_config(cfg, seed), out=str(tmp_path / f"single_{seed}"))
         ref, ref_hist = train(cs, sudoku_task(cs, tr, ev), PENALTIES)
-        jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
-                     _params(model), _params(ref))
+        chex.assert_trees_all_close(_params(model), _params(ref), rtol=1e-5, atol=1e-6)
         assert [r["step"] for r in hist] == [r["step"] for r in ref_hist] == [1, 2, 3, 4, 5]
         for r, q in zip(hist, ref_hist):
             for k in ("loss", "grad_norm", "penalty/SpecPenalty"):
@@ -85,7 +85,7 @@ def test_multiseed_equals_single_seed_runs(tmp_path, puzzles, multi):
         # the per-seed directory is an ordinary run directory
         loaded, lcfg = load_model(Path(cfg.out) / f"seed_{seed}")
         assert lcfg.seed == seed
-        jax.tree.map(np.testing.assert_array_equal, _params(loaded), _params(model))
+        chex.assert_trees_all_equal(_params(loaded), _params(model))
     # different seeds really differ
     a, b = (jax.tree.leaves(_params(m))[0] for m in models)
     assert not np.allclose(a, b)
@@ -103,7 +103,7 @@ def test_multiseed_resume(tmp_path, puzzles, multi):
     resumed, hist = train_multiseed(_cfg(cut), lambda c: sudoku_task(c, tr, ev), SEEDS, PENALTIES)
     assert [r["step"] for r in hist[0]] == [1, 2, 3, 4, 5]
     for m, r in zip(models, resumed):
-        jax.tree.map(np.testing.assert_array_equal, _params(m), _params(r))
+        chex.assert_trees_all_equal(_params(m), _params(r))
 
 
 def test_bad_seeds(tmp_path, puzzles):

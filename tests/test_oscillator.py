@@ -69,7 +69,7 @@ def np_akorn(p, x, c, n, norm):
 
 def random_params(key, with_omega):
     ka, kg = jax.random.split(key)
-    attn = init_attention(ka, D, H, bias=True, std=0.6)
+    attn = init_attention(ka, D, H, bias=True, std=0.6, dtype=jnp.float64)   # float64 like the states
     attn = {k: v + 0.1 * jax.random.normal(jax.random.fold_in(ka, i), v.shape) if k.startswith("b") else v
             for i, (k, v) in enumerate(attn.items())}
     p = {"attn": attn, "eta": jnp.asarray(0.7), "gamma": 1.0 + 0.3 * jax.random.normal(kg, (D,))}

@@ -130,7 +130,8 @@ def test_contribution_index_and_cosine_match_dense_numpy(itrsa, puzzles, monitor
 def test_accuracy_matches_predict(itrsa, puzzles, monitored):
     pred = predict(itrsa, puzzles.puzzles.astype(np.int32), puzzles.givens, KEY, 3)
     assert monitored["cell_acc"][-1] == pytest.approx(cell_accuracy(pred, puzzles))
-    assert monitored["board_acc"].shape == (4,) and np.all((monitored["board_acc"] >= 0) & (monitored["board_acc"] <= 1))
+    acc = monitored["board_acc"]
+    assert acc.shape == (4,) and np.all((acc >= 0) & (acc <= 1))
 
 
 def test_segments_do_not_change_the_trajectory(itrsa, puzzles, monitored):
@@ -176,7 +177,8 @@ def test_script_end_to_end(tmp_path):
     mon = res["monitors"]
     assert len(mon["energy"]) == 3 and mon["contribution_t"] == [0, 2]
     assert all(0 <= v <= 1 for v in mon["contribution"])
-    assert (tmp_path / "pseudo_energy.png").is_file() and (tmp_path / "runs" / "itrsa" / "seed_0" / "config.json").is_file()
+    assert (tmp_path / "pseudo_energy.png").is_file()
+    assert (tmp_path / "runs" / "itrsa" / "seed_0" / "config.json").is_file()
     pe.main(argv + ["--checkpoint", str(tmp_path / "runs" / "itrsa" / "seed_0")])   # the run read back
     again = json.loads((tmp_path / "pseudo_energy.json").read_text())["monitors"]
     np.testing.assert_allclose(again["energy"], mon["energy"], rtol=1e-6)

@@ -5,8 +5,12 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -55,11 +59,7 @@ def puzzles():
     return load_or_generate("satnet_train", n_fallback=32, limit=32, warn=False)
 
 
-def tree_equal(a, b):
-    la, lb = jax.tree.leaves(a), jax.tree.leaves(b)
-    assert len(la) == len(lb) > 0
-    for x, y in zip(la, lb):
-        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+tree_equal = chex.assert_trees_all_equal   # same structure, bit-equal leaves
 
 
 # ------------------------------------------------------------------------------------ Sudoku
@@ -144,6 +144,43 @@ def test_resume_is_exact(tmp_path, reference_run):
     assert strip(hist_a[:3]) == strip(hist_ref[:3]) and strip(hist_a[-1:]) == strip(hist_ref[-1:])
 
 
+class BatchClock:
+    """Stands in for the ``time`` module of ``rsa_jax.train``: one second passes per batch fetched."""
+
+    def __init__(self):
+        self.now = 1000.0
+
+    def time(self):
+        return self.now
+
+    def ticking(self, task):
+        def batches(epoch):
+            for b in task.train_batches(epoch):
+                self.now += 1.0
+                yield b
+        return dataclasses.replace(task, train_batches=batches)
+
+
+def test_time_budget_stops_saves_and_resumes_exactly(tmp_path, reference_run, monkeypatch):
+    import rsa_jax.train as train_mod
+    cfg_ref, task, model_ref, _ = reference_run
+    clock = BatchClock()
+    monkeypatch.setattr(train_mod, "time", clock)
+    cfg = dataclasses.replace(cfg_ref, out=str(tmp_path / "t"), time_budget=5.5, eval_every=1)
+    _, hist = train(cfg, clock.ticking(task))
+    # after step k, k seconds have passed at a pace of 1 s/step: k + 2 >= 5.5 first at k = 4 (mid-run,
+    # at the end of epoch 0), which is checkpointed, evaluated and marked
+    assert _final_state(tmp_path / "t")[0] == 4
+    assert hist[-1]["event"] == "time_budget" and hist[-1]["step"] == 4
+    assert any("eval/board_acc" in r and r["step"] == 4 for r in hist)
+    monkeypatch.undo()
+    model, _ = train(dataclasses.replace(cfg, time_budget=None), task)
+    step, state = _final_state(tmp_path / "t")
+    assert step == 8
+    tree_equal(state, _final_state(Path(cfg_ref.out))[1])
+    tree_equal(nnx.state(model), nnx.state(model_ref))
+
+
 def test_finished_run_is_loaded_not_retrained(reference_run):
     cfg, task, model_ref, hist_ref = reference_run
 
@@ -163,6 +200,45 @@ def test_load_model_round_trip(reference_run):
     # the EMA (not the raw parameters) is what is loaded
     _, state = _final_state(Path(cfg.out))
     tree_equal(split_model(model)[1], state["ema_params"])
+    assert json.loads((Path(cfg.out) / "config.json").read_text())["config_class"] == "rsa_jax.train:TrainConfig"
+
+
+def test_old_run_with_main_config_class_loads(tmp_path, reference_run):
+    """Runs of ``python -m rsa_jax.train`` before the fix recorded ``__main__:TrainConfig``."""
+    import shutil
+    cfg, _, model_ref, _ = reference_run
+    old = tmp_path / "old"
+    shutil.copytree(cfg.out, old)
+    rec = json.loads((old / "config.json").read_text())
+    rec["config_class"] = "__main__:TrainConfig"
+    (old / "config.json").write_text(json.dumps(rec))
+    model, cfg2 = load_model(old)
+    assert type(cfg2) is TrainConfig and cfg2 == cfg
+    tree_equal(nnx.state(model), nnx.state(model_ref))
+
+
+CLI_FLAGS = ["--model-kind", "itrsa", "--model-d", "16", "--model-heads", "2", "--t-train", "2", "--batch-size", "20",
+             "--epochs", "1", "--train-limit", "40", "--eval-limit", "20", "--eval-every", "1", "--no-progress"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("module", ["rsa_jax.tasks.sudoku", "rsa_jax.train"])
+def test_cli_run_loads_back(tmp_path, module):
+    """The issue's reproduction: a run of the training command (``python -m``, a separate process)
+    loads with ``load_model``. ``python -m rsa_jax.train`` is the old name of the command."""
+    out = tmp_path / "r"
+    env = {**os.environ, "JAX_ENABLE_X64": "0"}
+    proc = subprocess.run([sys.executable, "-m", module, *CLI_FLAGS, "--out", str(out)], env=env,
+                          capture_output=True, text=True, timeout=600, cwd=Path(__file__).resolve().parents[1])
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert "eval/board_acc" in json.loads(proc.stdout[proc.stdout.index("{"):])
+    rec = json.loads((out / "config.json").read_text())
+    assert rec["config_class"] == "rsa_jax.train:TrainConfig", rec["config_class"]
+    assert ("rsa_jax.tasks.sudoku" in proc.stderr) == (module == "rsa_jax.train")    # the note naming the command
+    with jax.enable_x64(False):
+        model, cfg = load_model(out)
+    assert type(cfg) is TrainConfig and cfg.model == ModelConfig(kind="itrsa", d=16, heads=2)
+    assert cfg.epochs == 1 and cfg.train_limit == 40 and model.config == cfg.model
 
 
 # -------------------------------------------------------------------------- toy regression task
@@ -258,6 +334,15 @@ def test_ema_matches_ema_pytorch_schedule():
         ema_j = ema_update(ema_j, jnp.asarray(params, jnp.float32), step, decay=beta, every=every, after=after,
                            power=power)
         np.testing.assert_allclose(ema_j, ema, rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("dtype,rtol", [(jnp.float32, 1e-6), (jnp.bfloat16, 1e-2)])
+def test_ema_keeps_the_parameter_dtype(dtype, rtol):
+    """The decay is computed in float32 and cast to each leaf (a bfloat16 EMA once became float32)."""
+    ema, params = jnp.ones(4, dtype), jnp.full(4, 3.0, dtype)
+    out = ema_update({"w": ema}, {"w": params}, 20, decay=0.9, every=10, after=4, power=0.0)["w"]
+    assert out.dtype == dtype
+    np.testing.assert_allclose(np.asarray(out, np.float32), 0.9 * 1.0 + 0.1 * 3.0, rtol=rtol)
 
 
 # ------------------------------------------------------------------------------------- CLI

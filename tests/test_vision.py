@@ -62,7 +62,8 @@ def test_shapes_and_pure_step_is_the_model_map(kind, position, init):
         x = step(params, step(params, x0, c), c)
         f = lambda y: step(params, y, c[0])  # one image, as the analysis tools use it
         return dict(c=c, x0=x0, x=x, x_model=model.rollout(c, x0, 2), x_rollout=rollout(step, params, x0, c, 2),
-                    logits_x=model.readout(x), logits=model(imgs, jax.random.key(3), 2), f0=f(x0[0]), s0=step(params, x0, c)[0])
+                    logits_x=model.readout(x), logits=model(imgs, jax.random.key(3), 2), f0=f(x0[0]),
+                    s0=step(params, x0, c)[0])
 
     r = run(state, imgs)
     s = 64

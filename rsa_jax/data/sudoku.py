@@ -1,4 +1,7 @@
-"""Sudoku data: loaders for the SATNet / RRN sets, a solver, a generator, and metrics.
+"""Sudoku data: loaders for the SATNet / RRN sets, checksums, batches and metrics.
+
+The puzzle generator and solver live in :mod:`rsa_jax.data.sudoku_generator`; ``solve``,
+``count_solutions`` and ``generate_puzzles`` (a ``SudokuSet`` of generated puzzles) are here too.
 
 Boards are flattened row-major to 81 cells. Puzzles hold digits 0..9 with 0 = blank,
 solutions hold digits 1..9. NumPy only (no jax, no torch).
@@ -21,6 +24,8 @@ from pathlib import Path
 from typing import Iterator, Optional, Sequence, Union
 
 import numpy as np
+
+from rsa_jax.data.sudoku_generator import count_solutions, generate, solve  # noqa: F401  (re-exported)
 
 ENV_VAR = "RSA_JAX_SUDOKU_DIR"
 #: split name -> (file name, row slice)
@@ -113,7 +118,8 @@ def _check(puz, sol, where, line_no, unit="line") -> None:
     checks = [
         (np.any(puz > 9, axis=1), "puzzle has a non-digit character"),
         (np.any((sol < 1) | (sol > 9), axis=1), "solution has a non-digit or 0 (blank) cell"),
-        (~_grids_ok(np.clip(sol, 1, 9)), "solution is not a valid grid (a row/column/box is not a permutation of 1..9)"),
+        (~_grids_ok(np.clip(sol, 1, 9)),
+         "solution is not a valid grid (a row/column/box is not a permutation of 1..9)"),
         (np.any((puz != 0) & (puz != sol), axis=1), "a given disagrees with the solution"),
     ]
     bad = [(int(np.argmax(m)), k, msg) for k, (m, msg) in enumerate(checks) if m.any()]
@@ -286,149 +292,13 @@ def load_satnet_numpy(features_path, labels_path, name: str = "satnet") -> Sudok
     return SudokuSet(out[0], out[1], name)
 
 
-# ----------------------------------------------------------------------------- solver
-_UNITS = [[r * 9 + c for c in range(9)] for r in range(9)] + [[r * 9 + c for r in range(9)] for c in range(9)]
-_UNITS += [[(br + i) * 9 + bc + j for i in range(3) for j in range(3)] for br in (0, 3, 6) for bc in (0, 3, 6)]
-_CELL_UNITS = [[u for u in _UNITS if s in u] for s in range(81)]
-_PEERS = [sorted(set(sum(_CELL_UNITS[s], [])) - {s}) for s in range(81)]
-_ALL = 0x1FF  # candidate bitmask, bit d-1 <-> digit d
-
-
-def _assign(c: list, s: int, bit: int) -> bool:
-    other = c[s] & ~bit
-    while other:
-        b = other & -other
-        if not _eliminate(c, s, b):
-            return False
-        other ^= b
-    return True
-
-
-def _eliminate(c: list, s: int, bit: int) -> bool:
-    if not c[s] & bit:
-        return True
-    c[s] &= ~bit
-    v = c[s]
-    if v == 0:
-        return False
-    if v & (v - 1) == 0:  # naked single: remove from peers
-        for p in _PEERS[s]:
-            if not _eliminate(c, p, v):
-                return False
-    for u in _CELL_UNITS[s]:  # hidden single: the digit has one place left in the unit
-        places = [t for t in u if c[t] & bit]
-        if not places:
-            return False
-        if len(places) == 1 and c[places[0]] != bit and not _assign(c, places[0], bit):
-            return False
-    return True
-
-
-def _init(puzzle) -> Optional[list]:
-    c = [_ALL] * 81
-    for s, d in enumerate(np.asarray(puzzle).reshape(81).tolist()):
-        if d and not _assign(c, s, 1 << (d - 1)):
-            return None
-    return c
-
-
-def _search(c: Optional[list], out: list, limit: int, rng=None) -> bool:
-    """DFS with propagation + MRV; appends solved candidate lists to ``out``; True when ``limit`` hit."""
-    if c is None:
-        return False
-    best, bn = -1, 10
-    for s in range(81):
-        n = c[s].bit_count()
-        if 1 < n < bn:
-            best, bn = s, n
-            if n == 2:
-                break
-    if best < 0:
-        out.append(c)
-        return len(out) >= limit
-    bits = [1 << k for k in range(9) if c[best] >> k & 1]
-    if rng is not None:
-        bits = [bits[i] for i in rng.permutation(len(bits))]
-    for b in bits:
-        c2 = c.copy()
-        if _assign(c2, best, b) and _search(c2, out, limit, rng):
-            return True
-    return False
-
-
-def _to_digits(c: list) -> np.ndarray:
-    return np.array([v.bit_length() for v in c], dtype=np.uint8)
-
-
-def solve(puzzle, rng: Optional[np.random.Generator] = None) -> Optional[np.ndarray]:
-    """Solve a puzzle ((81,) or (9, 9), 0 = blank) -> (81,) uint8 solution, or None if unsolvable.
-
-    Backtracking with constraint propagation (naked + hidden singles) and the MRV heuristic.
-    With ``rng`` the branch order is randomized (used to generate random full grids).
-    """
-    out: list = []
-    _search(_init(puzzle), out, 1, rng)
-    return _to_digits(out[0]) if out else None
-
-
-def count_solutions(puzzle, limit: int = 2) -> int:
-    """Number of solutions of ``puzzle`` ((81,), 0 = blank), counting stops at ``limit``."""
-    out: list = []
-    _search(_init(puzzle), out, limit)
-    return len(out)
-
-
-def _has_other_solution(puzzle: np.ndarray, s: int, d: int) -> bool:
-    """Does ``puzzle`` have a solution with cell ``s`` != ``d``?"""
-    c = _init(puzzle)
-    if c is None or not _eliminate(c, int(s), 1 << (int(d) - 1)):
-        return False
-    return _search(c, [], 1)
-
-
+# ----------------------------------------------------------------------------- generator
 def generate_puzzles(n: int, num_givens: Union[int, Sequence[int]], seed: int = 0,
                      max_tries: int = 50) -> SudokuSet:
-    """Generate ``n`` puzzles with unique solutions, deterministic in ``seed``.
-
-    Each puzzle: a random full grid (randomized solver on an empty board), then cells are removed
-    in random order, skipping a removal that would make the solution non-unique, until
-    ``num_givens`` remain; if the puzzle gets stuck (minimal) above that, retry with a new grid.
-    Puzzle i depends only on (seed, i). Greedy removal rarely gets below ~22 givens.
-
-    Args:
-        n: number of puzzles.
-        num_givens: int, or a sequence cycled over puzzles (e.g. ``range(31, 43)``).
-        seed: random seed.
-        max_tries: grids tried per puzzle before raising RuntimeError.
-
-    Returns:
-        SudokuSet named ``synthetic`` with (n, 81) uint8 arrays.
-    """
-    counts = [int(num_givens)] * n if np.isscalar(num_givens) else [int(k) for k in num_givens]
-    puz, sol = np.zeros((n, 81), np.uint8), np.zeros((n, 81), np.uint8)
-    for i in range(n):
-        target = counts[i % len(counts)]
-        if not 17 <= target <= 81:
-            raise ValueError(f"num_givens must be in 17..81 (no unique puzzle has fewer), got {target}")
-        rng = np.random.default_rng([seed, i])
-        for _ in range(max_tries):
-            full = solve(np.zeros(81, np.uint8), rng)
-            p = full.copy()
-            left = 81
-            for s in rng.permutation(81):
-                if left == target:
-                    break
-                p[s] = 0
-                if _has_other_solution(p, s, full[s]):
-                    p[s] = full[s]
-                else:
-                    left -= 1
-            if left == target:
-                puz[i], sol[i] = p, full
-                break
-        else:
-            raise RuntimeError(f"could not reach {target} givens in {max_tries} tries (puzzle {i})")
-    return SudokuSet(puz, sol, "synthetic")
+    """:func:`rsa_jax.data.sudoku_generator.generate` (unique solutions, puzzle ``i`` depends only on
+    ``(seed, i)``, ``num_givens`` an int or a sequence cycled over puzzles) as a ``SudokuSet`` named
+    ``synthetic``."""
+    return SudokuSet(*generate(n, num_givens, seed, max_tries), "synthetic")
 
 
 def load_or_generate(name: str, data_dir=None, n_fallback: int = 200, num_givens=None, seed: int = 0,

@@ -66,7 +66,7 @@ class CoreConfig:
 
     #: fields filled from others when unset: ``dataclass_from_args`` resets them to None when the
     #: fields they derive from change on the command line (``--model-kind itrsa`` gives RMSNorm).
-    #: ``dataclasses.replace(cfg, kind=...)`` keeps the resolved value; pass ``norm=None`` too.
+    #: ``dataclasses.replace(cfg, kind=...)`` keeps the resolved value; :meth:`with_kind` resets it.
     DERIVED: ClassVar[dict] = {"norm": ("kind",)}
 
     def __post_init__(self):
@@ -80,6 +80,13 @@ class CoreConfig:
             raise ValueError(f"orthogonal_vo must be None, 'cayley' or 'qr', got {self.orthogonal_vo!r}")
         if self.norm is None:
             object.__setattr__(self, "norm", "rmsnorm" if self.kind == "itrsa" else "pi")
+
+    def with_kind(self, kind: str, norm: str | None = None):
+        """This config with ``kind`` swapped in. Following :attr:`DERIVED`, the fields derived from
+        ``kind`` (the normalization) go back to the new kind's default (ItrSA: RMSNorm, AKOrN: Pi)
+        unless given: ``norm`` (``None``: the default)."""
+        reset = {name: None for name, sources in self.DERIVED.items() if "kind" in sources}
+        return dataclasses.replace(self, **{**reset, "kind": kind, **({} if norm is None else {"norm": norm})})
 
     @property
     def step_fn(self):
@@ -117,7 +124,7 @@ def sinusoidal_2d(d: int, grid: tuple[int, int] = SUDOKU_GRID) -> jnp.ndarray:
     """
     rows, cols = _grid_coords(grid)
     quarter = d // 4
-    freq = 1.0 / (100.0 ** (jnp.arange(quarter) / max(quarter, 1)))
+    freq = 1.0 / (100.0 ** (jnp.arange(quarter, dtype=jnp.float32) / max(quarter, 1)))
     enc = lambda p: jnp.concatenate([jnp.sin(p[:, None] * freq), jnp.cos(p[:, None] * freq)], axis=-1)
     table = jnp.concatenate([enc(rows.astype(jnp.float32)), enc(cols.astype(jnp.float32))], axis=-1)
     return jnp.pad(table, ((0, 0), (0, d - table.shape[1])))
@@ -129,12 +136,12 @@ def gta_angles(head_dim: int, grid: tuple[int, int] = SUDOKU_GRID) -> jnp.ndarra
     The first half of the channel pairs rotates with the row, the second with the column, at
     frequencies ``pi / R * 2^-m`` (rows) and ``pi / C * 2^-m`` (columns).
     """
-    rows, cols = _grid_coords(grid)
+    rows, cols = (a.astype(jnp.float32) for a in _grid_coords(grid))
     pairs = head_dim // 2
     half = pairs - pairs // 2
-    freq = lambda m, size: math.pi / size * (2.0 ** -jnp.arange(m))
+    freq = lambda m, size: math.pi / size * (2.0 ** -jnp.arange(m, dtype=jnp.float32))
     return jnp.concatenate([rows[:, None] * freq(half, grid[0]), cols[:, None] * freq(pairs - half, grid[1])],
-                           axis=-1).astype(jnp.float32)
+                           axis=-1)
 
 
 class LoopedCore(nnx.Module):

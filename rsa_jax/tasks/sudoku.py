@@ -7,19 +7,29 @@ Data come from :mod:`rsa_jax.data.sudoku`: ``cfg.data_dir``, else ``$RSA_JAX_SUD
 shared data directory; if the files are missing, generated stand-in puzzles are used with a warning
 (so a fresh machine still runs). The data order of epoch ``e`` is the permutation fixed by
 ``(cfg.seed, e)`` (``batch_iterator``), which makes resumed runs exact.
+
+The command line trains a model (every :class:`~rsa_jax.train.TrainConfig` field is a flag; ``--seeds``
+trains several seeds in one vmapped program, :mod:`rsa_jax.multiseed`)::
+
+    python -m rsa_jax.tasks.sudoku --model-kind itrsa --model-d 64 --model-heads 4 --out runs/itrsa
+    python -m rsa_jax.tasks.sudoku --seeds 0 1 2 --model-kind akorn --out runs/akorn3     # runs/akorn3/seed_<s>
 """
 
 from __future__ import annotations
 
-from typing import Optional
+import argparse
+import json
+from typing import Optional, Sequence
 
 import jax
 import jax.numpy as jnp
 import optax
 
+from rsa_jax.config import add_dataclass_args, dataclass_from_args
 from rsa_jax.data.sudoku import SudokuSet, batch_iterator, load_or_generate
 from rsa_jax.models.sudoku import SudokuModel
-from rsa_jax.train import Task, TrainConfig
+from rsa_jax.multiseed import train_multiseed
+from rsa_jax.train import Task, TrainConfig, train
 
 #: generated stand-in sizes when the data files are missing (``train_limit`` / ``eval_limit`` win)
 FALLBACK_TRAIN, FALLBACK_EVAL = 500, 200
@@ -27,7 +37,7 @@ FALLBACK_TRAIN, FALLBACK_EVAL = 500, 200
 
 def sudoku_metrics(logits: jnp.ndarray, target: jnp.ndarray, given: jnp.ndarray):
     """``(cell_acc, board_acc)`` of ``(B, 81, 9)`` logits: blank cells right, boards with all blanks right."""
-    right = jnp.argmax(logits, -1) == target
+    right = jnp.argmax(logits, -1).astype(target.dtype) == target
     blank = ~given
     cell_acc = jnp.sum(right & blank) / jnp.maximum(jnp.sum(blank), 1)
     return cell_acc, jnp.mean(jnp.all(right | given, axis=-1))
@@ -103,3 +113,50 @@ def sudoku_task(cfg: TrainConfig, train_set: Optional[SudokuSet] = None, eval_se
         evaluate=evaluate,
         name="sudoku",
     )
+
+
+# ------------------------------------------------------------------------------------- CLI
+def build_parser(default_seeds: Optional[Sequence[int]] = None) -> argparse.ArgumentParser:
+    """The parser of :func:`main`: every ``TrainConfig`` field, ``--seeds`` and ``--no-resume``."""
+    parser = argparse.ArgumentParser(prog="python -m rsa_jax.tasks.sudoku",
+                                     description="Train a looped Sudoku solver (rsa_jax.train on the Sudoku task). "
+                                                 "The run directory --out loads back with rsa_jax.train.load_model.")
+    add_dataclass_args(parser, TrainConfig)
+    shown = " ".join(map(str, default_seeds)) if default_seeds else "none: one run with --seed"
+    parser.add_argument("--seeds", type=int, nargs="+", default=None if default_seeds is None else list(default_seeds),
+                        help="train these seeds at once in one vmapped program (rsa_jax.multiseed), each in "
+                             f"<out>/seed_<s> (default: {shown})")
+    parser.add_argument("--no-resume", action="store_true", help="start afresh, deleting old checkpoints")
+    return parser
+
+
+def _last_record(history: list) -> dict:
+    evals = [r for r in history if any(k.startswith("eval/") for k in r)]
+    return evals[-1] if evals else history[-1] if history else {}
+
+
+def main(argv: Optional[Sequence[str]] = None, *, default_seeds: Optional[Sequence[int]] = None) -> dict:
+    """``python -m rsa_jax.tasks.sudoku [--model-kind itrsa] [--out DIR] [--seeds 0 1 2] ...``.
+
+    Trains (or resumes, or just loads a finished run in) ``--out`` and prints the last evaluation
+    record (per seed with ``--seeds``) as JSON, which it also returns.
+    """
+    parser = build_parser(default_seeds)
+    args = parser.parse_args(argv)
+    cfg = dataclass_from_args(args, TrainConfig)
+    if args.seeds:
+        if "seed" in vars(args):
+            parser.error("give --seed (one run) or --seeds (several), not both")
+        tr, ev = load_sets(cfg)
+        _, histories = train_multiseed(cfg, lambda c: sudoku_task(c, tr, ev["satnet_test"]), args.seeds,
+                                       resume=not args.no_resume)
+        last = {seed: _last_record(h) for seed, h in zip(args.seeds, histories)}
+    else:
+        _, history = train(cfg, sudoku_task(cfg), resume=not args.no_resume)
+        last = _last_record(history)
+    print(json.dumps(last, indent=2))
+    return last
+
+
+if __name__ == "__main__":
+    main()

@@ -91,7 +91,7 @@ def vision_loss(model: VisionModel, batch: dict, key: jax.Array, steps: int, *, 
     x, aux = model.rollout_aux(c, x0, steps, trajectory=trajectory)
     logits = model.readout(x)
     loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
-    acc = jnp.mean(jnp.argmax(logits, -1) == labels)
+    acc = jnp.mean(jnp.argmax(logits, -1).astype(labels.dtype) == labels)
     return loss, {"loss": loss, "acc": acc, "aux": aux}
 
 
@@ -101,7 +101,7 @@ def _eval_batch(graphdef, state, images, labels, mask, key, steps: int):
     model = nnx.merge(graphdef, state)
     logits = model(images, key, steps)
     ce = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
-    right = jnp.argmax(logits, -1) == labels
+    right = (jnp.argmax(logits, -1).astype(labels.dtype) == labels).astype(mask.dtype)
     return jnp.sum(right * mask), jnp.sum(ce * mask)
 
 

@@ -1,0 +1,99 @@
+"""Learning curves of trained Sudoku models: cell and board accuracy against steps and wall time.
+
+    python -m experiments.training_curves                                  # every shipped model
+    python -m experiments.training_curves --runs runs/itrsa-cpu pretrained/sudoku-akorn-cpu
+
+Reads ``metrics.jsonl`` of run directories or shipped-model folders (``rsa_jax.pretrained``): the
+training averages (live parameters, one record per ``log_every`` steps) and the evaluation records
+(``eval/`` = EMA parameters, ``eval_live/`` = live parameters, on the task's evaluation set).
+Wall time is summed over resumed invocations. Writes ``training_curves.png`` and a JSON of the
+evaluation records under --out and prints a table of them.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+try:
+    from experiments.common import announce, make_parser, parse, print_table, save_figure, save_json
+except ImportError:  # pragma: no cover - run as a file outside the package
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from experiments.common import announce, make_parser, parse, print_table, save_figure, save_json
+
+from rsa_jax import pretrained  # noqa: E402
+
+
+def read_curves(folder) -> dict:
+    """``{"train": [...], "eval": [...]}`` records of ``folder/metrics.jsonl`` with a cumulative ``wall`` key."""
+    recs = [json.loads(line) for line in (Path(folder) / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    offset, last = 0.0, 0.0
+    for r in recs:
+        t = r.get("time", 0.0)
+        if t < last:                   # a resumed invocation restarts its clock
+            offset += last
+        last = t
+        r["wall"] = offset + t
+    return {"train": [r for r in recs if "loss" in r],
+            "eval": [r for r in recs if any(k.startswith("eval") for k in r)]}
+
+
+def plot(curves: dict, path: Path):
+    import matplotlib.pyplot as plt
+    fig, axes = plt.subplots(2, 2, figsize=(11, 7))
+    for i, (name, c) in enumerate(curves.items()):
+        color = f"C{i}"
+        for col, xkey, xlabel in ((0, "step", "optimizer step"), (1, "wall", "wall time (min)")):
+            scale = 1 / 60 if xkey == "wall" else 1
+            tr = c["train"]
+            axes[0, col].plot([r[xkey] * scale for r in tr], [100 * r["cell_acc"] for r in tr], color=color,
+                              alpha=0.35, lw=1, label=f"{name}: train batches (live)")
+            for key, style, what in (("eval", "o-", "EMA"), ("eval_live", "x--", "live")):
+                ev = [r for r in c["eval"] if f"{key}/cell_acc" in r]
+                if not ev:
+                    continue
+                x = [r[xkey] * scale for r in ev]
+                axes[0, col].plot(x, [100 * r[f"{key}/cell_acc"] for r in ev], style, color=color, ms=4,
+                                  label=f"{name}: eval ({what})")
+                axes[1, col].plot(x, [100 * r[f"{key}/board_acc"] for r in ev], style, color=color, ms=4,
+                                  label=f"{name}: eval ({what})")
+            for row, what in ((0, "cell (blank) accuracy (%)"), (1, "board accuracy (%)")):
+                axes[row, col].set_xlabel(xlabel)
+                axes[row, col].set_ylabel(what)
+                axes[row, col].grid(alpha=0.3)
+    axes[0, 0].legend(fontsize=7)
+    fig.suptitle("Sudoku training (evaluation on SATNet test at T_eval = T_train)")
+    fig.tight_layout()
+    return save_figure(fig, path)
+
+
+def main(argv=None):
+    p = make_parser("training_curves", __doc__)
+    p.add_argument("--runs", nargs="+", default=None,
+                   help="run directories or shipped-model folders/names (default: every shipped model)")
+    args = parse(p, argv)
+    specs = args.runs or pretrained.names()
+    if not specs:
+        raise SystemExit("no runs given and no shipped models found")
+    curves = {}
+    for spec in specs:
+        folder = pretrained.path(spec) if spec in pretrained.names() else Path(spec)
+        if not (folder / "metrics.jsonl").is_file():
+            raise SystemExit(f"{folder}: no metrics.jsonl")
+        curves[Path(spec).name] = read_curves(folder)
+    rows = []
+    for name, c in curves.items():
+        for r in c["eval"]:
+            rows.append([name, r["step"], f"{r['wall'] / 60:.1f}",
+                         *(f"{100 * r[k]:.1f}" if k in r else "-" for k in
+                           ("eval/cell_acc", "eval/board_acc", "eval_live/cell_acc", "eval_live/board_acc"))])
+    print_table(rows, ["model", "step", "wall (min)", "EMA cell", "EMA board", "live cell", "live board"])
+    out = Path(args.out)
+    announce([save_json({k: c["eval"] for k, c in curves.items()}, out / "training_curves.json"),
+              plot(curves, out / "training_curves.png")])
+    return curves
+
+
+if __name__ == "__main__":
+    main()

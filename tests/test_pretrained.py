@@ -1,0 +1,141 @@
+"""Tests of rsa_jax.pretrained (one-file checkpoints, shipped models) and of the main job's use of them."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import chex
+import jax
+import numpy as np
+import pytest
+from flax import nnx
+
+from rsa_jax import pretrained
+from rsa_jax.data.sudoku import load_or_generate, to_model_inputs
+from rsa_jax.models.sudoku import ModelConfig, SudokuModel
+from rsa_jax.tasks.sudoku import sudoku_task
+from rsa_jax.train import TrainConfig, split_model, train
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _float32():
+    with jax.enable_x64(False):
+        yield
+
+
+def leaves_equal(a, b):
+    assert jax.tree.leaves(a)
+    chex.assert_trees_all_equal(a, b)
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    """A 2-step ItrSA run (D=16): ``(run_dir, model)``."""
+    out = tmp_path_factory.mktemp("run")
+    puzzles = load_or_generate("satnet_train", n_fallback=16, limit=16, warn=False)
+    cfg = TrainConfig(model=ModelConfig(kind="itrsa", d=16, heads=2, n=4), t_train=2, batch_size=8, epochs=1,
+                      lr=1e-2, checkpoint_every=0, progress=False, out=str(out))
+    model, _ = train(cfg, sudoku_task(cfg, puzzles, puzzles))
+    return out, model
+
+
+@pytest.fixture()
+def shipped_dir(tmp_path, monkeypatch, tiny_run):
+    """``$RSA_JAX_PRETRAINED_DIR`` holding one exported model, ``sudoku-itrsa-test``."""
+    monkeypatch.setenv(pretrained.ENV_DIR, str(tmp_path / "pre"))
+    pretrained.export_run(tiny_run[0], tmp_path / "pre" / "sudoku-itrsa-test",
+                          info={"command": "python -m rsa_jax.tasks.sudoku ...", "steps": 2})
+    return tmp_path / "pre"
+
+
+def test_save_load_file_round_trip(tmp_path):
+    cfg = TrainConfig(model=ModelConfig(kind="akorn", d=16, heads=2, n=4, position="embedding"), seed=3)
+    model = SudokuModel(cfg.model, rngs=nnx.Rngs(7))     # rngs differ from cfg.seed: loading must not re-init
+    f = pretrained.save(model, cfg, tmp_path / "m.npz")
+    loaded, cfg2 = pretrained.load_file(f)
+    assert cfg2 == cfg and loaded.config == cfg.model
+    leaves_equal(split_model(loaded)[1], split_model(model)[1])
+    digits, given = np.zeros((1, 81), np.int32), np.zeros((1, 81), bool)
+    key = jax.random.PRNGKey(0)
+    np.testing.assert_array_equal(loaded(digits, given, key, 2), model(digits, given, key, 2))
+
+
+def test_names_load_and_manifest(shipped_dir, tiny_run):
+    assert pretrained.names() == ["sudoku-itrsa-test"]
+    model, cfg = pretrained.load("sudoku-itrsa-test")
+    assert cfg.model.kind == "itrsa" and cfg.t_train == 2
+    leaves_equal(split_model(model)[1], split_model(tiny_run[1])[1])    # the EMA parameters
+    m = pretrained.manifest("sudoku-itrsa-test")
+    assert m["steps"] == 2 and m["sha256"] == pretrained.sha256(shipped_dir / "sudoku-itrsa-test" / "model.npz")
+    # a folder and a run directory load too
+    leaves_equal(split_model(pretrained.load_file(shipped_dir / "sudoku-itrsa-test")[0])[1], split_model(model)[1])
+    leaves_equal(split_model(pretrained.load_file(tiny_run[0])[0])[1], split_model(model)[1])
+
+
+def test_clear_errors(shipped_dir, tmp_path):
+    with pytest.raises(KeyError, match="sudoku-itrsa-test"):          # lists what exists
+        pretrained.load("no-such-model")
+    with pytest.raises(FileNotFoundError):
+        pretrained.load_file(tmp_path / "missing.npz")
+    f = shipped_dir / "sudoku-itrsa-test" / "model.npz"
+    data = bytearray(f.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    f.write_bytes(bytes(data))
+    with pytest.raises(pretrained.PretrainedError, match="SHA-256"):
+        pretrained.load("sudoku-itrsa-test")
+    (tmp_path / "junk.npz").write_bytes(b"not a zip file")
+    with pytest.raises(pretrained.PretrainedError, match="not a readable"):
+        pretrained.load_file(tmp_path / "junk.npz")
+    np.savez(tmp_path / "plain.npz", a=np.zeros(3))
+    with pytest.raises(pretrained.PretrainedError, match="__config__"):
+        pretrained.load_file(tmp_path / "plain.npz")
+
+
+def test_parameters_that_do_not_fit_are_refused(tmp_path):
+    cfg = TrainConfig(model=ModelConfig(kind="itrsa", d=16, heads=2, n=4))
+    f = pretrained.save(SudokuModel(cfg.model, rngs=nnx.Rngs(0)), cfg, tmp_path / "m.npz")
+    with np.load(f) as z:
+        arrays = dict(z)
+    record = json.loads(str(arrays["__config__"]))
+    record["model_config"]["d"] = 32
+    arrays["__config__"] = np.asarray(json.dumps(record))
+    np.savez(tmp_path / "bad.npz", **arrays)
+    with pytest.raises(pretrained.PretrainedError, match="expects"):
+        pretrained.load_file(tmp_path / "bad.npz")
+
+
+@pytest.mark.parametrize("name", pretrained.names() or [pytest.param(None, marks=pytest.mark.skip("none shipped"))])
+def test_shipped_models_load_and_solve_some_cells(name):
+    """Every model committed under pretrained/ loads (checksum verified) and beats chance on SATNet test
+    cells (its manifest's accuracy is recomputed by `make sudoku-ood`; this is a cheap sanity check)."""
+    model, cfg = pretrained.load(name)
+    puzzles = load_or_generate("satnet_test", limit=20, n_fallback=20, warn=False)
+    batch = to_model_inputs(puzzles)
+    logits = model(batch["digits"], batch["given"], jax.random.PRNGKey(0), cfg.t_train)
+    right = (np.argmax(logits, -1) == batch["target"]) & ~batch["given"]
+    assert right.sum() / (~batch["given"]).sum() > 0.3          # chance is 1/9
+
+
+def test_sudoku_ood_evaluates_shipped_models(shipped_dir, tmp_path, capsys):
+    from experiments import sudoku_ood
+    rec = sudoku_ood.main(["--models", "itrsa", "--checkpoints", "sudoku-itrsa-test", "--id-limit", "4",
+                           "--ood-limit", "4", "--t-eval", "2", "4", "--vote-k", "0", "--out", str(tmp_path / "o")])
+    assert rec["mode"] == "shipped"
+    r = next(iter(rec["results"]["itrsa"]["seeds"].values()))
+    assert r["id"]["steps"] == [2, 4, 16, 128] and len(r["id"]["board_acc"]) == 4
+    assert "sudoku-itrsa-test" in r["provenance"]["source"] and r["provenance"]["steps"] == 2
+    assert (tmp_path / "o" / "sudoku_ood.json").exists() and (tmp_path / "o" / "sudoku_ood.png").exists()
+    text = capsys.readouterr().out
+    assert "trained by: python -m rsa_jax.tasks.sudoku" in text and "vote" not in text.split("board accuracy")[-1]
+    # the default picks the shipped model by kind; a missing one is skipped with a note saying how to
+    # train it, and nothing to evaluate at all is an error
+    shutil.copytree(shipped_dir / "sudoku-itrsa-test", shipped_dir / "sudoku-itrsa-cpu")
+    rec = sudoku_ood.main(["--id-limit", "2", "--ood-limit", "2", "--t-eval", "2", "--vote-k", "0",
+                           "--out", str(tmp_path / "p")])
+    assert list(rec["results"]) == ["itrsa"]
+    assert "sudoku-itrsa-cpu" in next(iter(rec["results"]["itrsa"]["seeds"].values()))["provenance"]["source"]
+    assert "[akorn] skipped" in capsys.readouterr().out
+    with pytest.raises(SystemExit, match="no shipped model"):
+        sudoku_ood.main(["--models", "akorn", "--id-limit", "2", "--ood-limit", "2", "--t-eval", "2",
+                         "--out", str(tmp_path / "q")])
