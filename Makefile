@@ -17,6 +17,7 @@ sudoku-ood:
 bench:
 	$(PYTHON) -m benchmarks.lyapunov_bench --out $(OUT)/bench/lyapunov.json
 	$(PYTHON) -m benchmarks.run_all --out $(OUT)/bench $(if $(FULL),--paper --precisions float32 tensorfloat32 bfloat16)
+	$(if $(FULL),,$(PYTHON) -m benchmarks.cpu_step_bench --out $(OUT)/bench/cpu_step.json)
 
 # The whole GPU part in one command of at most 9 minutes (experiments/gpu_run.py; --dry-run: tiny, on a CPU).
 gpu-run:
@@ -40,6 +41,7 @@ figures:
 	$(PYTHON) -m experiments.heads --out $(OUT)/heads
 	$(PYTHON) -m experiments.gamma_table --out $(OUT)/gamma_table --runs-from $(OUT)/oscillator_size/runs
 	$(PYTHON) -m experiments.pseudo_energy --out $(OUT)/pseudo_energy
+	$(PYTHON) -m experiments.training_curves --out $(OUT)/training_curves
 
 clean:
 	rm -rf $(OUT) .pytest_cache

@@ -3,7 +3,8 @@
 Trains each model of --models on --dataset (``rsa_jax.tasks.vision`` through the generic trainer
 ``rsa_jax.train`` / ``rsa_jax.multiseed``), or picks up the run already in
 ``<out>/runs/<model>[_lr<lr>]/seed_<s>`` (unfinished runs resume, finished ones are just loaded;
---retrain starts afresh), or loads trained run directories given with --checkpoint. For every
+--retrain starts afresh), or loads trained models given with --checkpoint (shipped names of
+``rsa_jax.pretrained``, ``.npz`` files of ``pretrained.save`` or run directories). For every
 trained (EMA) model it then reports
 
 * test accuracy at T = T_train (``rsa_jax.tasks.vision.evaluate_images``);
@@ -71,7 +72,8 @@ from rsa_jax.dynamics import rollout
 from rsa_jax.lyapunov import lyapunov_spectrum, max_lyapunov, mean_lyapunov, null_directions
 from rsa_jax.models.vision import VisionConfig
 from rsa_jax.tasks.vision import DATASET_SHAPES, VisionTrainConfig, load_sets, vision_task
-from rsa_jax.train import load_model, train
+from rsa_jax.pretrained import load_checkpoint
+from rsa_jax.train import train
 
 try:
     from experiments.common import announce, make_parser, parse, print_table, save_figure, save_json
@@ -104,9 +106,9 @@ def parse_args(argv=None):
     g.add_argument("--data-dir", default=None, help="data folder (default: rsa_jax.data.images' default)")
     g.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS),
                    help="model variants (default: all four)")
-    g.add_argument("--checkpoint", nargs="+", default=None,
-                   help="run directories of rsa_jax.train (VisionModel); if given, no training: these models "
-                        "replace --models")
+    g.add_argument("--checkpoint", nargs="+", default=None, metavar="NAME_OR_PATH",
+                   help="trained VisionModels: shipped model name (rsa_jax.pretrained.names()), .npz file or "
+                        "run directory, one or more; if given, no training: these models replace --models")
     g.add_argument("--full", action="store_true", help="the paper's settings (for a GPU)")
     g.add_argument("--d", type=int, default=None, help=f"width D [cpu {CPU['d']}, full {FULL['d']}]")
     g.add_argument("--heads", type=int, default=None, help=f"heads H [cpu {CPU['heads']}, full {FULL['heads']}]")
@@ -309,8 +311,10 @@ def main(argv=None):
     groups = []
     if args.checkpoint:
         for path in args.checkpoint:
-            model, cfg = load_model(path)
+            model, cfg = load_checkpoint(path)
             mc = model.config
+            if not hasattr(mc, "image_size"):
+                raise SystemExit(f"{path}: a {type(model).__name__}, not an image model")
             if (mc.image_size, mc.channels) != DATASET_SHAPES[args.dataset]:
                 raise SystemExit(f"{path}: model expects {mc.image_size}x{mc.image_size}x{mc.channels} images, "
                                  f"not {args.dataset}; pass the right --dataset")

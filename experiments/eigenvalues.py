@@ -12,11 +12,11 @@ out for ``--T`` steps from its initial state X0, and two dense Jacobians are eig
   (float64 by default here to keep it small; ``--float32`` to switch).
 
 Models: ``rmsnorm`` (normalized) and ``none`` (unnormalized), untrained unless checkpoints are given
-(``--checkpoint`` for the normalized model, ``--checkpoint-none`` for the unnormalized one, both
-run directories of ``rsa_jax.train``; the paper used a fully trained normalized model and an
-unnormalized model trained for one epoch). The claim: normalization pulls the complex eigenvalues
-inside the unit disk, while without it they leave it. Null (radial) directions of the normalization
-give eigenvalues at 0.
+(``--checkpoint`` for the normalized model, ``--checkpoint-none`` for the unnormalized one, each a
+shipped model name of ``rsa_jax.pretrained``, a ``.npz`` file or a run directory; the paper used a
+fully trained normalized model and an unnormalized model trained for one epoch). The claim:
+normalization pulls the complex eigenvalues inside the unit disk, while without it they leave it.
+Null (radial) directions of the normalization give eigenvalues at 0.
 
 Outputs under ``--out``: ``eigenvalues.json`` (eigenvalues, spectral radius, fraction outside the
 unit circle) and ``eigenvalues.png``.
@@ -33,6 +33,7 @@ import numpy as np
 from flax import nnx
 
 from experiments.common import announce, make_parser, parse, print_table, save_figure, save_json
+from experiments.sudoku_sweep import CHECKPOINT_HELP, load_checkpoint
 from rsa_jax.data.sudoku import load_or_generate, to_model_inputs
 from rsa_jax.dynamics import iterate
 from rsa_jax.jacobian import dense_jacobian, jacobian_eigenvalues
@@ -42,9 +43,7 @@ from rsa_jax.models.sudoku import ModelConfig, SudokuModel
 def build(norm: str, args, checkpoint: str | None):
     """A Sudoku ItrSA model: trained from ``checkpoint`` or untrained with normalization ``norm``."""
     if checkpoint:
-        from rsa_jax.train import load_model
-
-        return load_model(checkpoint)[0]
+        return load_checkpoint(checkpoint, "--checkpoint" if norm == "rmsnorm" else "--checkpoint-none")[0]
     cfg = ModelConfig(kind="itrsa", d=args.d, heads=args.heads, n=args.n, norm=norm, position=args.position)
     return SudokuModel(cfg, rngs=nnx.Rngs(args.seed))
 
@@ -64,8 +63,9 @@ def main(argv=None):
                    help="position encoding of untrained models (default gta)")
     p.add_argument("--T", type=int, default=16, help="steps before the Jacobian is taken (default 16)")
     p.add_argument("--index", type=int, default=0, help="index of the SATNet test puzzle (default 0)")
-    p.add_argument("--checkpoint", default=None, help="trained run directory for the normalized model")
-    p.add_argument("--checkpoint-none", default=None, help="trained run directory for the unnormalized model")
+    p.add_argument("--checkpoint", default=None, metavar="NAME_OR_PATH", help=f"normalized model: {CHECKPOINT_HELP}")
+    p.add_argument("--checkpoint-none", default=None, metavar="NAME_OR_PATH",
+                   help=f"unnormalized model: {CHECKPOINT_HELP}")
     p.add_argument("--no-composition", action="store_true", help="skip the Jacobian of the T-fold composition")
     p.add_argument("--data-dir", default=None, help="Sudoku data folder (default: rsa_jax.data.sudoku's)")
     args = parse(p, argv)

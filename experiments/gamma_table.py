@@ -9,6 +9,8 @@ For every model variant, oscillator size N and seed this script reads the run
 ``experiments.sudoku_sweep.oscillator_train_config`` (that of ``experiments.oscillator_size``) so that
 both scripts share runs. It reports ``mean_j |gamma_j|`` and ``max_j |gamma_j|`` over the D channels
 (mean ± std over seeds) beside the paper's values.
+``--checkpoints NAME_OR_PATH ...`` reads given trained models instead (shipped names, ``.npz`` files or
+run directories; grouped by kind, norm and N as their configs say; nothing is trained).
 
 Model variants (``--models``; those of ``experiments.oscillator_size`` with a gamma):
 
@@ -24,6 +26,8 @@ x, the paper's values as a second series) and the Markdown table on stdout.
     python -m experiments.gamma_table                                          # CPU default, trains N = 4, 8, 16
     python -m experiments.gamma_table --runs-from outputs/oscillator_size/runs  # reuse oscillator_size's runs
     python -m experiments.gamma_table --full --runs-from outputs/oscillator_size/runs
+    python -m experiments.gamma_table --checkpoints sudoku-itrsa-cpu   # given trained models (shipped name, .npz
+                                                                       # or run dir) by kind, norm and N
 """
 
 from __future__ import annotations
@@ -35,8 +39,9 @@ import warnings
 from pathlib import Path
 
 from experiments import common
-from experiments.sudoku_sweep import (OSCILLATOR_MODELS, add_training_flags, learned_gamma, load_sets, mean_std,
-                                      oscillator_train_config, train_variant)
+from experiments.sudoku_sweep import (CHECKPOINT_HELP, OSCILLATOR_MODELS, add_training_flags, learned_gamma,
+                                      load_checkpoints, load_sets, mean_std, oscillator_key, oscillator_train_config,
+                                      train_variant)
 from rsa_jax.configs import OSCILLATOR_CPU, OSCILLATOR_FULL, apply_preset
 from rsa_jax.train import load_model
 
@@ -75,6 +80,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     g.add_argument("--d", type=int, default=None, help=f"width D [cpu {CPU['d']}, full {FULL['d']}]")
     g.add_argument("--heads", type=int, default=None,
                    help=f"attention heads H [cpu {CPU['heads']}, full {FULL['heads']}]")
+    g.add_argument("--checkpoints", nargs="+", default=None, metavar="NAME_OR_PATH",
+                   help=f"trained models to read instead of the --models x --ns runs ({CHECKPOINT_HELP}); grouped "
+                        "by kind and norm, then by N, as their configs say; models without an RMSNorm gamma are "
+                        "skipped with a note")
     g = p.add_argument_group("training (only for missing runs)")
     add_training_flags(g, CPU, FULL)
     return common.parse(p, argv)
@@ -156,6 +165,36 @@ def collect(args, key: str, n: int, sets_fn) -> list:
     return [found[s] for s in args.seeds]
 
 
+def run_checkpoints(given: list) -> tuple:
+    """Gamma records of the trained models ``given`` (``[(label, model, train_config)]``), grouped by variant
+    (kind and norm, ``oscillator_key``) and N as their configs say.
+
+    Returns:
+      ``(results {group: {N: ...}}, skipped [{"checkpoint", "reason"}])``: models without an RMSNorm gamma are
+      skipped.
+    """
+    groups, skipped = {}, []
+    for label, model, cfg in given:
+        m = model.config
+        if learned_gamma(model) is None:
+            skipped.append({"checkpoint": label, "reason": f"no RMSNorm gamma (kind={m.kind}, norm={m.norm})"})
+            print(f"note: {label} skipped: {skipped[-1]['reason']}")
+            continue
+        rec = gamma_record(model, cfg.seed, label, "given", checkpoint=label, model_config=dataclasses.asdict(m))
+        groups.setdefault(oscillator_key(m), {}).setdefault(str(m.n), []).append(rec)
+    if not groups:
+        raise SystemExit("--checkpoints: none of the models has an RMSNorm gamma")
+    results = {key: {n: {"checkpoints": [r["checkpoint"] for r in recs], "seeds": recs, **summarize(recs)}
+                     for n, recs in sorted(per_n.items(), key=lambda kv: int(kv[0]))}
+               for key, per_n in groups.items()}
+    return results, skipped
+
+
+def model_name(key: str) -> str:
+    """Display name of a model variant (``OSCILLATOR_MODELS``) or of a group of given checkpoints (its key)."""
+    return OSCILLATOR_MODELS[key][0] if key in OSCILLATOR_MODELS else key
+
+
 def summarize(seeds: list) -> dict:
     """Mean and std over seeds of mean |gamma| and max |gamma|."""
     out = {}
@@ -177,7 +216,8 @@ def table_rows(results: dict) -> list:
         for n, res in sorted(per_n.items(), key=lambda kv: int(kv[0])):
             paper = PAPER.get(int(n)) if key == "itrsa" else None
             fmt = lambda m, s: f"{m:.3f} ± {s:.4f}"
-            rows.append([MODELS[key][0], n, fmt(res["gamma_abs_mean_mean"], res["gamma_abs_mean_std"]),
+            name = f"{', '.join(res['checkpoints'])} ({model_name(key)})" if "checkpoints" in res else model_name(key)
+            rows.append([name, n, fmt(res["gamma_abs_mean_mean"], res["gamma_abs_mean_std"]),
                          fmt(res["gamma_abs_max_mean"], res["gamma_abs_max_std"]),
                          fmt(*paper[0]) if paper else "-", fmt(*paper[1]) if paper else "-",
                          "yes" if max(r["gamma_abs_max"] for r in res["seeds"]) < 1 else "no",
@@ -191,9 +231,10 @@ def plot(results: dict, path: Path):
     for ax, (i, stat) in zip(axes, enumerate(("mean", "max"))):
         for key, per_n in results.items():
             ns = sorted(per_n, key=int)
+            given = [c for n in ns for c in per_n[n].get("checkpoints", [])]
             ax.errorbar([int(n) for n in ns], [per_n[n][f"gamma_abs_{stat}_mean"] for n in ns],
                         yerr=[per_n[n][f"gamma_abs_{stat}_std"] for n in ns], marker="o", capsize=3,
-                        label=f"{MODELS[key][0]} (this run)")
+                        label=f"{model_name(key)} ({', '.join(given) if given else 'this run'})")
         pn = sorted(PAPER)
         ax.errorbar(pn, [PAPER[n][i][0] for n in pn], yerr=[PAPER[n][i][1] for n in pn], marker="s", ls="--",
                     capsize=3, color="gray", label="ItrSA (paper, Table S.1)")
@@ -221,16 +262,19 @@ def main(argv=None):
             cache.update(load_sets(args.data_dir, train=args.train_limit, id=args.id_limit))
         return cache
 
-    results = {}
-    for key in args.models:
-        results[key] = {}
-        for n in args.ns:
-            t0 = time.time()
-            seeds = collect(args, key, n, sets_fn)
-            results[key][str(n)] = {"seeds": seeds, **summarize(seeds), "seconds": time.time() - t0}
-            print(f"[{key} N={n}] mean |gamma| {results[key][str(n)]['gamma_abs_mean_mean']:.4f}, max |gamma| "
-                  f"{results[key][str(n)]['gamma_abs_max_mean']:.4f} ({', '.join(r['source'] for r in seeds)}; "
-                  f"{time.time() - t0:.0f}s)", flush=True)
+    if args.checkpoints:
+        results, skipped = run_checkpoints(load_checkpoints(args.checkpoints))
+    else:
+        results, skipped = {}, []
+        for key in args.models:
+            results[key] = {}
+            for n in args.ns:
+                t0 = time.time()
+                seeds = collect(args, key, n, sets_fn)
+                results[key][str(n)] = {"seeds": seeds, **summarize(seeds), "seconds": time.time() - t0}
+                print(f"[{key} N={n}] mean |gamma| {results[key][str(n)]['gamma_abs_mean_mean']:.4f}, max |gamma| "
+                      f"{results[key][str(n)]['gamma_abs_max_mean']:.4f} ({', '.join(r['source'] for r in seeds)}; "
+                      f"{time.time() - t0:.0f}s)", flush=True)
     headers = ["model", "N", "mean_j abs(gamma_j) (ours)", "max_j abs(gamma_j) (ours)", "mean (paper)",
                "max (paper)", "max < 1", "seeds", "runs"]
     rows = table_rows(results)
@@ -239,7 +283,8 @@ def main(argv=None):
     print(f"claim: {CLAIM}\nthis run: max_j |gamma_j| < 1 in {held} of {len(rows)} (model, N) rows (every seed)")
     plot(results, out / "gamma_table.png")
     js = common.save_json({"args": vars(args), "claim": CLAIM, "paper": PAPER, "results": results,
-                           "table": {"headers": headers, "rows": rows}, "claim_holds_rows": [held, len(rows)],
+                           "skipped": skipped, "table": {"headers": headers, "rows": rows},
+                           "claim_holds_rows": [held, len(rows)],
                            "seconds": time.time() - t_start}, out / "gamma_table.json")
     common.announce([js, out / "gamma_table.png"])
     print(f"total {time.time() - t_start:.0f}s")

@@ -35,11 +35,14 @@ printed table; training runs under ``<out>/runs/<model>_H<H>/seed_<s>`` (re-runn
 
     python -m experiments.heads                  # CPU default: D=16, H in {1, 2, 4, 8}, full spectrum
     python -m experiments.heads --full           # paper size (accelerator)
+    python -m experiments.heads --checkpoints sudoku-itrsa-cpu   # given trained models (shipped name, .npz or
+                                                                 # run dir), grouped by their H; no training
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import time
 from pathlib import Path
 
@@ -47,8 +50,9 @@ import jax
 import numpy as np
 
 from experiments import common
-from experiments.sudoku_sweep import (add_ood_eval_flags, add_training_flags, load_sets, lyapunov_puzzle, mean_std,
-                                      model_lyapunov, plot_curve, train_variant)
+from experiments.sudoku_sweep import (CHECKPOINT_HELP, add_ood_eval_flags, add_training_flags,
+                                      adopt_checkpoint_settings, load_checkpoints, load_sets, lyapunov_puzzle,
+                                      mean_std, model_group, model_lyapunov, plot_curve, train_variant)
 from rsa_jax.configs import apply_preset
 from rsa_jax.evaluate import evaluate_boards
 from rsa_jax.models.sudoku import ModelConfig
@@ -100,6 +104,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="oscillator size N: readout chunks of both models, AKOrN's Pi_N (even, divides D; default: 4)")
     g.add_argument("--norm-n", type=int, default=None,
                    help="ItrSA: chunk size of the RMSNorm (default: the whole token, the paper's ItrSA)")
+    g.add_argument("--checkpoints", nargs="+", default=None, metavar="NAME_OR_PATH",
+                   help=f"trained models to analyse instead of training --models x --heads ({CHECKPOINT_HELP}); "
+                        "grouped by kind and norm, then by H, as their configs say; T_train and D are theirs")
     g = p.add_argument_group("training")
     add_training_flags(g, CPU, FULL)
     g = p.add_argument_group("evaluation")
@@ -120,7 +127,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 def resolve(args: argparse.Namespace) -> argparse.Namespace:
     """Fills unset settings from the CPU or --full presets and checks H, N against D."""
     apply_preset(args, FULL if args.full else CPU)
-    if args.t_train not in args.t_eval:
+    if args.t_train not in args.t_eval and not args.checkpoints:  # with --checkpoints: their T_train, in main
         args.t_eval = sorted(set(args.t_eval) | {args.t_train})
     bad = [h for h in args.heads if h < 1 or args.d % h or (args.d // h) % 2]
     if bad:
@@ -177,6 +184,11 @@ def trend(hs, values) -> float:
     return float(np.polyfit(x, np.asarray(values, np.float64), 1)[0]) if len(set(hs)) > 1 else 0.0
 
 
+def model_name(key: str) -> str:
+    """Display name of a model variant (``MODELS``) or of a group of given checkpoints (its key)."""
+    return MODELS[key][0] if key in MODELS else key
+
+
 def check_claims(results: dict, args) -> list:
     """One line per model: LE trends against log2 H and the H with the best OOD accuracy at max T_eval."""
     lines = []
@@ -186,7 +198,7 @@ def check_claims(results: dict, args) -> list:
         mn = [per_h[h]["mean_le_mean"] for h in hs]
         board = [per_h[h]["ood_board_acc_mean"][-1] for h in hs]
         cell = [per_h[h]["ood_cell_acc_mean"][-1] for h in hs]
-        lines.append(f"{MODELS[key][0]}: max LE {min(mx):+.3f}..{max(mx):+.3f} (slope {trend(hs, mx):+.4f} per "
+        lines.append(f"{model_name(key)}: max LE {min(mx):+.3f}..{max(mx):+.3f} (slope {trend(hs, mx):+.4f} per "
                      f"doubling of H), mean LE {min(mn):+.3f}..{max(mn):+.3f} (slope {trend(hs, mn):+.4f}); "
                      f"best OOD at T={max(args.t_eval)}: board H={hs[int(np.argmax(board))]} "
                      f"({100 * max(board):.1f}%), cell H={hs[int(np.argmax(cell))]} ({100 * max(cell):.1f}%)")
@@ -211,20 +223,21 @@ def plot(results: dict, args, path: Path):
         ax.set_xlabel("attention heads H")
         ax.set_ylabel(f"Lyapunov exponent (T={args.lyap_t})")
         k = "full spectrum" if args.lyap_k == "full" else f"mean of leading {args.lyap_k}"
-        ax.set_title(f"(a) {MODELS[key][0]}: LEs vs H (mean LE: {k})", fontsize=9)
+        ax.set_title(f"(a) {model_name(key)}: LEs vs H (mean LE: {k})", fontsize=9)
         ax.legend(fontsize=8)
         for c, (metric, label) in enumerate((("ood_board_acc", "(b) OOD board acc."),
                                              ("ood_cell_acc", "(c) OOD cell acc.")), start=1):
             ax = axes[r, c]
             for i, h in enumerate(hs):
                 res = results[key][h]
-                plot_curve(ax, res["seeds"][0]["t_eval"], [s[metric] for s in res["seeds"]], f"H={h}",
+                curve = f"H={h}" + (f" ({', '.join(res['checkpoints'])})" if "checkpoints" in res else "")
+                plot_curve(ax, res["seeds"][0]["t_eval"], [s[metric] for s in res["seeds"]], curve,
                            color=plt.get_cmap("viridis")(0.1 + 0.8 * i / max(len(hs) - 1, 1)))
             ax.axvline(args.t_train, color="gray", ls=":", lw=1)
             ax.set_xscale("log", base=2)
             ax.set_xlabel("T_eval")
             ax.set_ylabel(label[4:] + " (RRN test) [%]")
-            ax.set_title(f"{label}, {MODELS[key][0]}", fontsize=9)
+            ax.set_title(f"{label}, {model_name(key)}", fontsize=9)
             ax.legend(fontsize=7)
         for ax in axes[r]:
             ax.grid(alpha=0.3)
@@ -251,15 +264,41 @@ def run_model(key: str, sets: dict, args) -> tuple:
         seeds = [dict(evaluate_seed(model, s, sets, args), run_dir=str(run_dir)) for s, model, run_dir in runs]
         res = results[str(h)] = {"seeds": seeds, **summarize(seeds), "train_seconds": t_train,
                                  "seconds": time.time() - t0}
-        ob, oc = res["ood_board_acc_mean"], res["ood_cell_acc_mean"]
-        rows.append([MODELS[key][0], h, args.d // h, _pm(res, "max_le", "+.3f"), _pm(res, "mean_le", "+.3f"),
-                     _pm(res, "id_board_acc", ".1f", 100),
-                     f"{100 * ob[0]:.1f}", f"{100 * ob[-1]:.1f}", f"{100 * oc[0]:.1f}", f"{100 * oc[-1]:.1f}",
-                     f"{res['seconds']:.0f}"])
-        print(f"[{key} H={h}] max LE {res['max_le_mean']:+.3f}, mean LE {res['mean_le_mean']:+.3f}; OOD board "
-              f"{np.round(100 * np.asarray(ob), 1).tolist()}, cell {np.round(100 * np.asarray(oc), 1).tolist()} "
-              f"at T={args.t_eval}; {res['seconds']:.0f}s", flush=True)
+        report(rows, MODELS[key][0], key, h, args.d // h, res, args)
     return results, rows
+
+
+def run_checkpoints(given: list, sets: dict, args) -> tuple:
+    """Analyses the trained models ``given`` (``[(label, model, train_config)]``, no training), grouped by
+    kind and norm, then by H, as their configs say; returns ``(results {group: {H: ...}}, table rows)``."""
+    groups = {}
+    for label, model, cfg in given:
+        groups.setdefault(model_group(model.config), {}).setdefault(model.config.heads, []).append((label, model, cfg))
+    results, rows = {}, []
+    for key, per_h in groups.items():
+        results[key] = {}
+        for h in sorted(per_h):
+            t0 = time.time()
+            seeds = [dict(evaluate_seed(model, cfg.seed, sets, args), checkpoint=label,
+                          model_config=dataclasses.asdict(model.config)) for label, model, cfg in per_h[h]]
+            names = [label for label, _, _ in per_h[h]]
+            res = results[key][str(h)] = {"checkpoints": names, "seeds": seeds, **summarize(seeds),
+                                          "seconds": time.time() - t0}
+            report(rows, f"{', '.join(names)} ({key})", ", ".join(names), h, per_h[h][0][1].config.d // h, res,
+                   args)
+    return results, rows
+
+
+def report(rows: list, name: str, tag: str, h: int, head_width: int, res: dict, args):
+    """Appends the table row of one (model, H) result ``res`` to ``rows`` and prints its line (``[tag H=h]``)."""
+    ob, oc = res["ood_board_acc_mean"], res["ood_cell_acc_mean"]
+    rows.append([name, h, head_width, _pm(res, "max_le", "+.3f"), _pm(res, "mean_le", "+.3f"),
+                 _pm(res, "id_board_acc", ".1f", 100),
+                 f"{100 * ob[0]:.1f}", f"{100 * ob[-1]:.1f}", f"{100 * oc[0]:.1f}", f"{100 * oc[-1]:.1f}",
+                 f"{res['seconds']:.0f}"])
+    print(f"[{tag} H={h}] max LE {res['max_le_mean']:+.3f}, mean LE {res['mean_le_mean']:+.3f}; OOD board "
+          f"{np.round(100 * np.asarray(ob), 1).tolist()}, cell {np.round(100 * np.asarray(oc), 1).tolist()} "
+          f"at T={args.t_eval}; {res['seconds']:.0f}s", flush=True)
 
 
 def main(argv=None):
@@ -267,13 +306,21 @@ def main(argv=None):
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     t_start = time.time()
-    sets = load_sets(args.data_dir, train=args.train_limit, id=args.id_limit, ood=args.eval_limit)
-    print(f"data: train {len(sets['train'])}, ID {len(sets['id'])}, OOD {len(sets['ood'])} puzzles; "
-          f"mean LE = {mean_le_over(args)}")
-    results, rows = {}, []
-    for key in args.models:
-        results[key], r = run_model(key, sets, args)
-        rows += r
+    given = load_checkpoints(args.checkpoints) if args.checkpoints else None
+    if given and "t_train" in adopt_checkpoint_settings(args, given, ("t_train", "d")):
+        raise SystemExit("--checkpoints: the models were trained with different T_train; ID accuracy is read at "
+                         "one T_train, so analyse them in separate runs")
+    limits = dict(id=args.id_limit, ood=args.eval_limit) if given else dict(train=args.train_limit, id=args.id_limit,
+                                                                             ood=args.eval_limit)
+    sets = load_sets(args.data_dir, **limits)
+    print(f"data: {', '.join(f'{k} {len(v)}' for k, v in sets.items())} puzzles; mean LE = {mean_le_over(args)}")
+    if given:
+        results, rows = run_checkpoints(given, sets, args)
+    else:
+        results, rows = {}, []
+        for key in args.models:
+            results[key], r = run_model(key, sets, args)
+            rows += r
     tmax = max(args.t_eval)
     headers = ["model", "H", "D/H", f"maxLE(T={args.lyap_t})", "meanLE" + ("" if args.lyap_k == "full" else
                                                                             f"(top {args.lyap_k})"),

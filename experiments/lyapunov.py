@@ -11,8 +11,9 @@ B.3 definition exactly; ``--k`` for the leading k only). Reported per model and 
   mean is over ``M = S (D - 1)`` exponents (``S = 81``); unnormalized models average all ``S D``.
   With ``--k`` the mean is over the leading k only (not the paper's mean LE).
 
-Models (``--models``; untrained unless ``--checkpoint``; the paper used fully trained normalized
-models and models without normalization / symmetric SA trained for one epoch):
+Models (``--models``; untrained unless ``--checkpoint``: shipped model names (``rsa_jax.pretrained``),
+``.npz`` files or run directories; the paper used fully trained normalized models and models without
+normalization / symmetric SA trained for one epoch):
 
 * ``none``, ``pi``, ``rmsnorm``: ``SudokuModel(ModelConfig(kind="itrsa", norm=...))``;
 * ``symmetric``: the ``rmsnorm`` model whose attention parameters are replaced by the generalized
@@ -50,6 +51,7 @@ import numpy as np
 from flax import nnx
 
 from experiments.common import announce, make_parser, parse, print_table, save_figure, save_json
+from experiments.sudoku_sweep import CHECKPOINT_HELP, load_checkpoint
 from rsa_jax.attention import symmetric_multi_head, with_spectral_norms
 from rsa_jax.data.sudoku import load_or_generate, to_model_inputs
 from rsa_jax.dynamics import itrsa_step
@@ -62,12 +64,10 @@ SWEEPS = ("scale", "eta", "wv_norm", "wo_norm", "heads", "T")
 def build(kind: str, args, heads: int, checkpoint: str | None = None):
     """``(label, step, params, model, null_chunk)`` for one model kind (or a trained checkpoint)."""
     if checkpoint:
-        from rsa_jax.train import load_model
-
-        model, _ = load_model(checkpoint)
+        model, _ = load_checkpoint(checkpoint)
         cfg = model.config
         step, params = model.pure_step()
-        return f"ckpt:{cfg.kind}-{cfg.norm}", step, params, model, (cfg.norm, cfg.state_chunk)
+        return f"{checkpoint} ({cfg.kind}-{cfg.norm})", step, params, model, (cfg.norm, cfg.state_chunk)
     norm = args.symmetric_norm if kind == "symmetric" else kind
     cfg = ModelConfig(kind="itrsa", d=args.d, heads=heads, n=args.n, norm=norm, position="embedding")
     model = SudokuModel(cfg, rngs=nnx.Rngs(args.seed))
@@ -91,8 +91,8 @@ def main(argv=None):
     p = make_parser("lyapunov", __doc__)
     p.add_argument("--models", nargs="+", default=["none", "pi", "rmsnorm", "symmetric"],
                    choices=["none", "pi", "rmsnorm", "symmetric"], help="untrained model kinds (default: all four)")
-    p.add_argument("--checkpoint", nargs="+", default=None,
-                   help="run directories of rsa_jax.train; if given, these trained models replace --models")
+    p.add_argument("--checkpoint", nargs="+", default=None, metavar="NAME_OR_PATH",
+                   help=f"{CHECKPOINT_HELP}, one or more; if given, these trained models replace --models")
     p.add_argument("--d", type=int, default=8, help="width D of untrained models (default 8; paper 512)")
     p.add_argument("--n", type=int, default=4, help="oscillator size N of the readout (default 4)")
     p.add_argument("--symmetric-norm", default="rmsnorm", choices=["none", "pi", "rmsnorm"],
@@ -135,7 +135,7 @@ def main(argv=None):
             t0 = time.perf_counter()
             ex = spectra(step, params, c, scale * x0, T=T, k=args.k, sweeps=args.sweeps)
             mx, mn = np.asarray(max_lyapunov(ex, num_null)), np.asarray(mean_lyapunov(ex, num_null))
-            rec = {"model": label, "heads": int(params["attn"]["wq"].shape[0]), "scale": scale,
+            rec = {"model": label, "checkpoint": ckpt, "heads": int(params["attn"]["wq"].shape[0]), "scale": scale,
                    "eta": float(params["eta"]), "wv_norm": wv, "wo_norm": wo, "T": T, "num_null": num_null,
                    "max_le": mx.mean(), "mean_le": mn.mean(), "max_le_per_sample": mx, "mean_le_per_sample": mn,
                    "seconds": time.perf_counter() - t0, "exponents": np.asarray(ex)}

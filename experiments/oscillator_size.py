@@ -32,6 +32,8 @@ resumes / reuses them; ``--retrain`` starts afresh).
     python -m experiments.oscillator_size                       # CPU default, a few minutes
     python -m experiments.oscillator_size --full                # paper size (accelerator)
     python -m experiments.oscillator_size --chaos-only --checkpoint outputs/oscillator_size/runs/akorn_N16/seed_0
+    python -m experiments.oscillator_size --checkpoints sudoku-itrsa-cpu sudoku-akorn-cpu  # given trained models
+                                                     # (shipped names, .npz or run dirs) by kind, norm, N; no training
 """
 
 from __future__ import annotations
@@ -47,13 +49,14 @@ import numpy as np
 
 from experiments import common
 from experiments.sudoku_sweep import OSCILLATOR_MODELS as MODELS
-from experiments.sudoku_sweep import (add_ood_eval_flags, add_training_flags, learned_gamma, load_sets,
-                                      lyapunov_puzzle, model_lyapunov, oscillator_train_config, train_variant)
+from experiments.sudoku_sweep import (CHECKPOINT_HELP, add_ood_eval_flags, add_training_flags,
+                                      adopt_checkpoint_settings, learned_gamma, load_checkpoints, load_sets,
+                                      lyapunov_puzzle, model_lyapunov, oscillator_key, oscillator_train_config,
+                                      train_variant)
 from rsa_jax.configs import OSCILLATOR_CPU as CPU
 from rsa_jax.configs import OSCILLATOR_FULL as FULL
 from rsa_jax.configs import apply_preset
 from rsa_jax.evaluate import evaluate_boards
-from rsa_jax.train import load_model
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -74,6 +77,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     g.add_argument("--d", type=int, default=None, help=f"width D [cpu {CPU['d']}, full {FULL['d']}]")
     g.add_argument("--heads", type=int, default=None,
                    help=f"attention heads H [cpu {CPU['heads']}, full {FULL['heads']}]")
+    g.add_argument("--checkpoints", "--checkpoint", dest="checkpoints", nargs="+", default=None,
+                   metavar="NAME_OR_PATH",
+                   help=f"trained models to analyse instead of training --models x --ns ({CHECKPOINT_HELP}); "
+                        "grouped by kind and norm, then by N, as their configs say; with --chaos-only: only the "
+                        "chaos check on them")
     add_training_flags(p.add_argument_group("training"), CPU, FULL)
     g = p.add_argument_group("evaluation")
     add_ood_eval_flags(g, CPU, FULL)
@@ -96,24 +104,22 @@ def parse_args(argv=None) -> argparse.Namespace:
     g.add_argument("--chaos-puzzles", type=int, default=None,
                    help=f"RRN test puzzles averaged [cpu {CPU['chaos_puzzles']}, full {FULL['chaos_puzzles']}]")
     g.add_argument("--chaos-only", action="store_true",
-                   help="only run the chaos check on the trained run directories given by --checkpoint")
-    g.add_argument("--checkpoint", nargs="+", default=None, metavar="RUN_DIR",
-                   help="run directories of rsa_jax.train (holding config.json and checkpoints/) for --chaos-only")
+                   help="only run the chaos check on the trained models given by --checkpoints")
     return common.parse(p, argv)
 
 
 def resolve(args: argparse.Namespace) -> argparse.Namespace:
     """Fills unset settings from the CPU or --full presets."""
     apply_preset(args, FULL if args.full else CPU)
-    if args.t_train not in args.t_eval:
+    if args.t_train not in args.t_eval and not args.checkpoints:  # with --checkpoints: their T_train, in main
         args.t_eval = sorted(set(args.t_eval) | {args.t_train})
     bad = [n for n in args.ns if args.d % n or n % 2]
     if bad:
         raise SystemExit(f"oscillator sizes {bad} must be even and divide D={args.d}")
     if args.chaos_steps <= args.chaos_warmup:
         raise SystemExit(f"--chaos-steps ({args.chaos_steps}) must exceed --chaos-warmup ({args.chaos_warmup})")
-    if args.chaos_only and not args.checkpoint:
-        raise SystemExit("--chaos-only needs --checkpoint RUN_DIR [RUN_DIR ...]")
+    if args.chaos_only and not args.checkpoints:
+        raise SystemExit("--chaos-only needs --checkpoints NAME_OR_PATH [NAME_OR_PATH ...]")
     return args
 
 
@@ -142,6 +148,11 @@ def chaos_distance(model, digits, given, *, warmup: int, steps: int, std: float,
 
 
 # ------------------------------------------------------------------------------------- plots
+def model_name(key: str) -> str:
+    """Display name of a model variant (``MODELS``) or of a group of given checkpoints (its key)."""
+    return MODELS[key][0] if key in MODELS else key
+
+
 def _color(i, m):
     import matplotlib.pyplot as plt
     return plt.get_cmap("viridis")(0.1 + 0.8 * i / max(m - 1, 1))
@@ -149,7 +160,7 @@ def _color(i, m):
 
 def plot_scaling(results: dict, args, path: Path):
     import matplotlib.pyplot as plt
-    keys = [k for k in args.models if k in results]
+    keys = list(results)
     fig, axes = plt.subplots(2, len(keys), figsize=(4.6 * len(keys), 7.2), squeeze=False, sharey="row")
     for j, key in enumerate(keys):
         for r, (metric, label) in enumerate((("ood_board_acc", "OOD board acc. (RRN test)"),
@@ -161,8 +172,9 @@ def plot_scaling(results: dict, args, path: Path):
                 acc = np.asarray([s[metric] for s in res["seeds"]]) * 100
                 mean, sd = acc.mean(0), acc.std(0)
                 le = res["max_le_mean"]
+                given = f"{', '.join(res['checkpoints'])}, " if "checkpoints" in res else ""
                 ax.plot(res["t_eval"], mean, "o-", ms=3, color=_color(i, len(ns)),
-                        label=f"N={n} (max LE {le:+.3f})")
+                        label=f"N={n} ({given}max LE {le:+.3f})")
                 if len(acc) > 1:
                     ax.fill_between(res["t_eval"], mean - sd, mean + sd, color=_color(i, len(ns)), alpha=0.15)
             ax.axvline(args.t_train, color="gray", ls=":", lw=1)
@@ -171,7 +183,7 @@ def plot_scaling(results: dict, args, path: Path):
             if j == 0:
                 ax.set_ylabel(label + " [%]")
             if r == 0:
-                ax.set_title(MODELS[key][0])
+                ax.set_title(model_name(key))
                 ax.legend(fontsize=7)
             ax.grid(alpha=0.3)
     fig.suptitle(f"Test-time scaling vs oscillator size N (D={args.d}, H={args.heads}, T_train={args.t_train}, "
@@ -183,13 +195,11 @@ def plot_scaling(results: dict, args, path: Path):
 def plot_lyapunov(results: dict, args, path: Path):
     import matplotlib.pyplot as plt
     fig, ax = plt.subplots(figsize=(5, 3.6))
-    for key in args.models:
-        if key not in results:
-            continue
+    for key in results:
         ns = sorted(results[key], key=int)
         les = np.asarray([[s["max_le"] for s in results[key][n]["seeds"]] for n in ns])
         ax.errorbar([int(n) for n in ns], les.mean(1), yerr=les.std(1) if les.shape[1] > 1 else None, marker="o",
-                    capsize=3, label=MODELS[key][0])
+                    capsize=3, label=model_name(key))
     ax.axhline(0, color="gray", lw=0.8)
     ax.set_xscale("log", base=2)
     ax.set_xlabel("oscillator size N")
@@ -222,18 +232,82 @@ def plot_chaos(curves: list, args, path: Path):
 
 
 # ------------------------------------------------------------------------------------- main
+def analyse(model, s: int, data: dict, args, *, chaos: bool) -> dict:
+    """OOD and ID accuracy at every T_eval, max LE, learned gamma and (``chaos``) the chaos curve ``chaos_l1`` of
+    one trained model; ``s`` (its training seed) offsets the PRNG keys. ``data``: ``ood``, ``id`` sets and the
+    ``lyap`` and ``chaos`` puzzles ``(digits, given)``."""
+    key = lambda offset: jax.random.PRNGKey(args.seed * 10_000 + offset + s)
+    ev = evaluate_boards(model, data["ood"], args.t_eval, batch_size=args.eval_batch_size, key=key(1000))
+    ev_id = evaluate_boards(model, data["id"], args.t_eval, batch_size=args.eval_batch_size, key=key(2000))
+    le = model_lyapunov(model, *data["lyap"], T=args.lyap_t, k=args.lyap_k, sweeps=args.lyap_sweeps, key=key(3000))
+    rec = {"seed": s, "t_eval": ev["steps"], "ood_board_acc": ev["board_acc"], "ood_cell_acc": ev["cell_acc"],
+           "id_board_acc": ev_id["board_acc"], "id_cell_acc": ev_id["cell_acc"], **le}
+    rec.update(learned_gamma(model) or {})
+    if chaos:
+        rec["chaos_l1"] = chaos_distance(model, *data["chaos"], warmup=args.chaos_warmup, steps=args.chaos_steps,
+                                         std=args.chaos_std, key=key(4000)).tolist()
+    return rec
+
+
+def group_result(seeds: list, t0: float, **extra) -> dict:
+    """The result of one (model, N): its per-seed records, max LE mean and std, ``extra``, seconds since ``t0``."""
+    les = np.asarray([r["max_le"] for r in seeds])
+    return {"t_eval": seeds[0]["t_eval"], "seeds": seeds, "max_le_mean": float(les.mean()),
+            "max_le_std": float(les.std()), **extra, "seconds": time.time() - t0}
+
+
+def report(rows: list, name: str, tag: str, n: int, res: dict):
+    """Appends the table row of one (model, N) result ``res`` to ``rows`` and prints its line (``[tag N=n]``)."""
+    seeds = res["seeds"]
+    les = np.asarray([r["max_le"] for r in seeds])
+    ood_b = np.mean([r["ood_board_acc"] for r in seeds], 0) * 100
+    ood_c = np.mean([r["ood_cell_acc"] for r in seeds], 0) * 100
+    id_b = np.mean([r["id_board_acc"] for r in seeds], 0) * 100
+    rows.append([name, n, f"{les.mean():+.3f}" + (f"±{les.std():.3f}" if len(les) > 1 else ""),
+                 f"{id_b[0]:.1f}", f"{ood_b[0]:.1f}", f"{ood_b[-1]:.1f}", f"{ood_c[0]:.1f}",
+                 f"{ood_c[-1]:.1f}", f"{seeds[0]['chaos_l1'][-1]:.2e}", f"{res['seconds']:.0f}"])
+    print(f"[{tag} N={n}] max LE {les.mean():+.3f}; OOD board {ood_b.round(1).tolist()}; "
+          f"OOD cell {ood_c.round(1).tolist()} at T={res['t_eval']}; {res['seconds']:.0f}s", flush=True)
+
+
+def run_checkpoints(given: list, data: dict, args) -> tuple:
+    """Analyses the trained models ``given`` (``[(label, model, train_config)]``, no training), each with its
+    chaos curve, grouped by variant (kind and norm, ``oscillator_key``) and N as their configs say.
+
+    Returns:
+      ``(results {group: {N: ...}}, chaos curves, table rows)``.
+    """
+    groups = {}
+    for label, model, cfg in given:
+        groups.setdefault(oscillator_key(model.config), {}).setdefault(model.config.n, []).append((label, model, cfg))
+    results, curves, rows = {}, [], []
+    for key, per_n in groups.items():
+        results[key] = {}
+        for n in sorted(per_n):
+            t0 = time.time()
+            seeds = []
+            for label, model, cfg in per_n[n]:
+                rec = dict(analyse(model, cfg.seed, data, args, chaos=True), checkpoint=label,
+                           model_config=dataclasses.asdict(model.config))
+                curves.append((f"{label} N={n}", model_name(key), np.asarray(rec["chaos_l1"])))
+                seeds.append(rec)
+            names = [label for label, _, _ in per_n[n]]
+            res = results[key][str(n)] = group_result(seeds, t0, checkpoints=names)
+            report(rows, f"{', '.join(names)} ({model_name(key)})", ", ".join(names), n, res)
+    return results, curves, rows
+
+
 def chaos_only(args):
     ood = load_sets(args.data_dir, ood=args.chaos_puzzles)["ood"]
     digits, given = ood.puzzles[: args.chaos_puzzles].astype(np.int32), ood.givens[: args.chaos_puzzles]
     curves, record = [], {}
-    for run in args.checkpoint:
+    for run, model, cfg in load_checkpoints(args.checkpoints):
         t0 = time.time()
-        model, cfg = load_model(run)
         m = model.config
         group = f"{m.kind} norm={m.norm}"
         d = chaos_distance(model, digits, given, warmup=args.chaos_warmup, steps=args.chaos_steps,
                            std=args.chaos_std, key=jax.random.PRNGKey(args.seed))
-        curves.append((f"{Path(run).parent.name}/{Path(run).name} N={m.n}", group, d))
+        curves.append((f"{'/'.join(Path(run).parts[-2:])} N={m.n}", group, d))
         record[str(run)] = {"model_config": dataclasses.asdict(m), "l1": d.tolist(),
                             "t": list(range(args.chaos_warmup, args.chaos_steps + 1)), "seconds": time.time() - t0}
         print(f"{run}: L1 at t={args.chaos_warmup}: {d[0]:.3g}, t={args.chaos_steps}: {d[-1]:.3g} "
@@ -251,53 +325,37 @@ def main(argv=None):
     if args.chaos_only:
         return chaos_only(args)
     t_start = time.time()
-    sets = load_sets(args.data_dir, train=args.train_limit, id=args.id_limit, ood=args.eval_limit)
-    train_set, id_set, ood = sets["train"], sets["id"], sets["ood"]
-    print(f"data: train {len(train_set)}, ID {len(id_set)}, OOD {len(ood)} puzzles")
-    lyap_digits, lyap_given = lyapunov_puzzle(ood, args.lyap_puzzle)
+    given = load_checkpoints(args.checkpoints) if args.checkpoints else None
+    if given:
+        adopt_checkpoint_settings(args, given, ("t_train", "d", "heads"))
+        sets = load_sets(args.data_dir, id=args.id_limit, ood=args.eval_limit)
+    else:
+        sets = load_sets(args.data_dir, train=args.train_limit, id=args.id_limit, ood=args.eval_limit)
+    ood = sets["ood"]
+    print(f"data: {', '.join(f'{k} {len(v)}' for k, v in sets.items())} puzzles")
     cp = min(args.chaos_puzzles, len(ood))
-    chaos_digits, chaos_given = ood.puzzles[:cp].astype(np.int32), ood.givens[:cp]
+    data = {"ood": ood, "id": sets["id"], "lyap": lyapunov_puzzle(ood, args.lyap_puzzle),
+            "chaos": (ood.puzzles[:cp].astype(np.int32), ood.givens[:cp])}
 
-    results, curves, rows = {}, [], []
-    for key in args.models:
-        results[key] = {}
-        for n in args.ns:
-            t0 = time.time()
-            runs = train_variant(oscillator_train_config(args, key, n), Path(args.out) / "runs" / f"{key}_N{n}",
-                                 args.seeds, train_set, id_set, retrain=args.retrain)
-            t_train = time.time() - t0
-            seeds = []
-            for s, model, run_dir in runs:
-                ev = evaluate_boards(model, ood, args.t_eval, batch_size=args.eval_batch_size,
-                                     key=jax.random.PRNGKey(args.seed * 10_000 + 1000 + s))
-                ev_id = evaluate_boards(model, id_set, args.t_eval, batch_size=args.eval_batch_size,
-                                        key=jax.random.PRNGKey(args.seed * 10_000 + 2000 + s))
-                le = model_lyapunov(model, lyap_digits, lyap_given, T=args.lyap_t, k=args.lyap_k,
-                                    sweeps=args.lyap_sweeps, key=jax.random.PRNGKey(args.seed * 10_000 + 3000 + s))
-                rec = {"seed": s, "run_dir": str(run_dir), "ood_board_acc": ev["board_acc"],
-                       "ood_cell_acc": ev["cell_acc"], "id_board_acc": ev_id["board_acc"],
-                       "id_cell_acc": ev_id["cell_acc"], **le}
-                rec.update(learned_gamma(model) or {})
-                if s == args.seeds[0]:
-                    d = chaos_distance(model, chaos_digits, chaos_given, warmup=args.chaos_warmup,
-                                       steps=args.chaos_steps, std=args.chaos_std,
-                                       key=jax.random.PRNGKey(args.seed * 10_000 + 4000 + s))
-                    rec["chaos_l1"] = d.tolist()
-                    curves.append((f"N={n}", MODELS[key][0], d))
-                seeds.append(rec)
-            les = np.asarray([r["max_le"] for r in seeds])
-            results[key][str(n)] = {"t_eval": ev["steps"], "seeds": seeds, "max_le_mean": float(les.mean()),
-                                    "max_le_std": float(les.std()), "train_seconds": t_train,
-                                    "seconds": time.time() - t0}
-            ood_b = np.mean([r["ood_board_acc"] for r in seeds], 0) * 100
-            ood_c = np.mean([r["ood_cell_acc"] for r in seeds], 0) * 100
-            id_b = np.mean([r["id_board_acc"] for r in seeds], 0) * 100
-            chaos_end = seeds[0]["chaos_l1"][-1]
-            rows.append([MODELS[key][0], n, f"{les.mean():+.3f}" + (f"±{les.std():.3f}" if len(les) > 1 else ""),
-                         f"{id_b[0]:.1f}", f"{ood_b[0]:.1f}", f"{ood_b[-1]:.1f}", f"{ood_c[0]:.1f}",
-                         f"{ood_c[-1]:.1f}", f"{chaos_end:.2e}", f"{time.time() - t0:.0f}"])
-            print(f"[{key} N={n}] max LE {les.mean():+.3f}; OOD board {ood_b.round(1).tolist()}; "
-                  f"OOD cell {ood_c.round(1).tolist()} at T={ev['steps']}; {time.time() - t0:.0f}s", flush=True)
+    if given:
+        results, curves, rows = run_checkpoints(given, data, args)
+    else:
+        results, curves, rows = {}, [], []
+        for key in args.models:
+            results[key] = {}
+            for n in args.ns:
+                t0 = time.time()
+                runs = train_variant(oscillator_train_config(args, key, n), Path(args.out) / "runs" / f"{key}_N{n}",
+                                     args.seeds, sets["train"], sets["id"], retrain=args.retrain)
+                t_train = time.time() - t0
+                seeds = []
+                for s, model, run_dir in runs:
+                    rec = dict(analyse(model, s, data, args, chaos=s == args.seeds[0]), run_dir=str(run_dir))
+                    if "chaos_l1" in rec:
+                        curves.append((f"N={n}", MODELS[key][0], np.asarray(rec["chaos_l1"])))
+                    seeds.append(rec)
+                res = results[key][str(n)] = group_result(seeds, t0, train_seconds=t_train)
+                report(rows, MODELS[key][0], key, n, res)
 
     tmax = max(args.t_eval)
     headers = ["model", "N", f"maxLE(T={args.lyap_t})", f"ID board@{args.t_train}", f"OOD board@{args.t_train}",

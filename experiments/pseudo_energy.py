@@ -5,8 +5,9 @@ state ``X_t``, the pseudo-energy reads ``E_pseudo = -Tr(X^T (C + MSA(X))) ~ -x^T
 and the *contribution index* (share of ``||x_t||^2`` on the eigenvectors of the top 2% eigenvalues
 of ``S_t``) rises during inference, to about 40%: the recurrence acts like a power iteration on S_t.
 
-For a trained model (``--checkpoint RUN_DIR``, else a small ItrSA or AKOrN trained with the CPU
-preset under ``<out>/runs/<model>``, reused on re-runs) the script rolls out ``--steps`` updates
+For a trained model (``--checkpoint NAME_OR_PATH``: a shipped model name of ``rsa_jax.pretrained``, a
+``.npz`` file or a run directory; else a small ItrSA or AKOrN trained with the CPU preset under
+``<out>/runs/<model>``, reused on re-runs) the script rolls out ``--steps`` updates
 on the first ``--puzzles`` RRN test puzzles and records, per step t
 (``rsa_jax.evaluate.monitor_rollout``):
 
@@ -34,6 +35,7 @@ Outputs under ``--out``: ``pseudo_energy.json`` (per-step arrays and settings), 
     python -m experiments.pseudo_energy                           # CPU default: trains ItrSA D=16, T_eval=64
     python -m experiments.pseudo_energy --model akorn
     python -m experiments.pseudo_energy --full --checkpoint outputs/oscillator_size/runs/itrsa_N4/seed_0
+    python -m experiments.pseudo_energy --checkpoint sudoku-itrsa-cpu     # a shipped model, no training
 """
 
 from __future__ import annotations
@@ -47,11 +49,11 @@ import jax
 import numpy as np
 
 from experiments import common
-from experiments.sudoku_sweep import add_training_flags, load_sets, train_variant
+from experiments.sudoku_sweep import CHECKPOINT_HELP, add_training_flags, load_checkpoint, load_sets, train_variant
 from rsa_jax.configs import apply_preset
 from rsa_jax.evaluate import monitor_rollout
 from rsa_jax.models.sudoku import ModelConfig
-from rsa_jax.train import TrainConfig, load_model
+from rsa_jax.train import TrainConfig
 
 MODELS = {
     "itrsa": ("ItrSA (RMSNorm)", lambda d, h, n: ModelConfig(kind="itrsa", d=d, heads=h, n=n, norm="rmsnorm")),
@@ -74,8 +76,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--full", action="store_true",
                    help="paper sizes: T_eval = 2048 on 1000 RRN puzzles, contribution index every 256 steps; "
                         "without --checkpoint trains D=512, H=8 for 100 epochs on all data (accelerator)")
-    p.add_argument("--checkpoint", type=Path, default=None, metavar="RUN_DIR",
-                   help="run directory of rsa_jax.train (config.json and checkpoints/) to analyse; default: "
+    p.add_argument("--checkpoint", default=None, metavar="NAME_OR_PATH",
+                   help=f"trained model to analyse instead of training one: {CHECKPOINT_HELP}; default: "
                         "train (or reuse) <out>/runs/<model>/seed_<s>")
     g = p.add_argument_group("model trained without --checkpoint")
     g.add_argument("--model", choices=list(MODELS), default="itrsa",
@@ -105,11 +107,8 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def resolve(args: argparse.Namespace) -> argparse.Namespace:
-    """Fills unset settings from the presets; checks the checkpoint and the sizes."""
+    """Fills unset settings from the presets; checks the sizes."""
     apply_preset(args, FULL if args.full else CPU)
-    if args.checkpoint is not None and not (Path(args.checkpoint) / "config.json").is_file():
-        raise SystemExit(f"--checkpoint {args.checkpoint}: no config.json there; pass a run directory of "
-                         "rsa_jax.train (holding config.json and checkpoints/)")
     if args.d % args.heads or (args.d // args.heads) % 2:
         raise SystemExit(f"--heads {args.heads} must divide D={args.d} with an even head width (GTA)")
     if args.n < 2 or args.d % args.n or args.n % 2:
@@ -129,13 +128,11 @@ def train_config(args) -> TrainConfig:
 
 
 def get_model(args):
-    """``(model, run_dir, t_train)``: the checkpoint's EMA model, or the trained (reused) one."""
+    """``(model, run_dir, t_train)``: the checkpoint's EMA model (``run_dir``: the checkpoint as given), or
+    the trained (reused) one."""
     if args.checkpoint is not None:
-        try:
-            model, cfg = load_model(args.checkpoint)
-        except FileNotFoundError as e:
-            raise SystemExit(f"--checkpoint {args.checkpoint}: {e}") from None
-        return model, Path(args.checkpoint), cfg.t_train
+        model, cfg = load_checkpoint(args.checkpoint)
+        return model, args.checkpoint, cfg.t_train
     sets = load_sets(args.data_dir, train=args.train_limit, id=args.id_limit)
     cfg = train_config(args)
     (_, model, run_dir), = train_variant(cfg, Path(args.out) / "runs" / args.model, args.seeds[:1], sets["train"],

@@ -43,11 +43,14 @@ GPU (D=512, H=8, T=16, batch 100, 100 epochs on all SATNet train, 3 seeds, all R
     python -m experiments.regularization                              # CPU default
     python -m experiments.regularization --full                       # paper size (accelerator)
     python -m experiments.regularization --models akorn --variants none spec --lam-spec 1e-5 1e-4
+    python -m experiments.regularization --checkpoints sudoku-itrsa-cpu   # given trained models (shipped name,
+                                  # .npz or run dir): OOD curves only, as "baseline (given checkpoint)"; no training
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import time
 from pathlib import Path
 
@@ -55,7 +58,8 @@ import jax
 import numpy as np
 
 from experiments import common
-from experiments.sudoku_sweep import add_training_flags, load_sets, mean_std, plot_curve, train_variant
+from experiments.sudoku_sweep import (CHECKPOINT_HELP, adopt_checkpoint_settings, add_training_flags, load_checkpoints,
+                                      load_sets, mean_std, plot_curve, train_variant)
 from rsa_jax.configs import apply_preset
 from rsa_jax.evaluate import PAPER_STEPS, evaluate_boards
 from rsa_jax.models.sudoku import CELLS, ModelConfig
@@ -111,6 +115,10 @@ def parse_args(argv=None) -> argparse.Namespace:
                                                        f"full {FULL['n']}]")
     g.add_argument("--orthogonal", choices=("cayley", "qr"), default="cayley",
                    help="parametrization keeping W^V, W^O orthogonal for e_multi (default: cayley)")
+    g.add_argument("--checkpoints", nargs="+", default=None, metavar="NAME_OR_PATH",
+                   help=f"trained models whose OOD (RRN test) curves are reported instead of training the variants "
+                        f"({CHECKPOINT_HELP}); each is labelled 'baseline (given checkpoint)' (its penalty is "
+                        "unknown), grouped by kind; no lambda selection, no claim checks")
     g = p.add_argument_group("regularizer weights lambda (a variant's own flag wins over --lambdas)")
     g.add_argument("--lambdas", nargs="+", type=float, default=None,
                    help="one lambda grid for every regularized variant (default: the per-variant grids below)")
@@ -158,7 +166,7 @@ def resolve(args: argparse.Namespace) -> argparse.Namespace:
         raise SystemExit(f"need H | D and an even N | D; got D={args.d}, H={args.heads}, N={args.n}")
     if "jacobian" in args.variants and not 1 <= args.jac_samples <= args.t_train:
         raise SystemExit(f"--jac-samples must be in 1..T_train={args.t_train}; got {args.jac_samples}")
-    if "e_single" in args.variants and args.heads != 1:
+    if "e_single" in args.variants and args.heads != 1 and not args.checkpoints:
         print(f"note: e_single (R_E-single) is defined for one head and is trained with H=1; the other variants "
               f"use H={args.heads}")
     return args
@@ -290,8 +298,8 @@ def plot(results: dict, args, path: Path):
                                              ("cell_acc", "OOD cell acc. (RRN test) [%]"))):
             ax = axes[r, j]
             for i, (variant, res) in enumerate(results[kind].items()):
-                lam = "" if variant == "none" else f", λ={res['selected_lam']:g}"
-                plot_curve(ax, res["test"]["steps"], res["test"][metric], f"{VARIANTS[variant]}{lam}", color=f"C{i}")
+                lam = f", λ={res['selected_lam']:g}" if variant in REGULARIZED and "selection" in res else ""
+                plot_curve(ax, res["test"]["steps"], res["test"][metric], f"{res['label']}{lam}", color=f"C{i}")
             if min(args.t_eval) <= args.t_train <= max(args.t_eval):
                 ax.axvline(args.t_train, color="gray", ls=":", lw=1)
             if metric == "board_acc":
@@ -302,10 +310,11 @@ def plot(results: dict, args, path: Path):
             if j == 0:
                 ax.set_ylabel(label)
             if r == 0:
-                ax.set_title(MODELS[kind])
+                ax.set_title(MODELS.get(kind, kind))
                 ax.legend(fontsize=7)
+    how = "given checkpoints" if args.checkpoints else f"λ selected on RRN valid by {args.select_by}"
     fig.suptitle(f"Regularization vs test-time scaling (D={args.d}, H={args.heads}, T_train={args.t_train}, "
-                 f"{len(args.seeds)} seed(s); λ selected on RRN valid by {args.select_by})", fontsize=10)
+                 f"{len(args.seeds)} seed(s); {how})", fontsize=10)
     fig.tight_layout()
     return common.save_figure(fig, path)
 
@@ -318,9 +327,10 @@ def table_rows(results: dict, args) -> list:
         for variant, res in per_variant.items():
             s = res["summary"]
             at = lambda m, i: (s[m]["mean"][i], s[m]["std"][i])
-            rows.append([MODELS[kind], VARIANTS[variant], res["heads"],
-                         "-" if variant == "none" else f"{res['selected_lam']:g}",
-                         "/".join(f"{x:.3f}" for x in res["selection"]["scores"][res["selected"]]),
+            rows.append([MODELS.get(kind, kind), res["label"], res["heads"],
+                         f"{res['selected_lam']:g}" if variant in REGULARIZED and "selection" in res else "-",
+                         "/".join(f"{x:.3f}" for x in res["selection"]["scores"][res["selected"]]) if "selection" in res
+                         else "-",
                          pct(at("board_acc", 0)), pct(at("board_acc", -1)), pct(s["board_acc"]["grid_mean"]),
                          pct(at("cell_acc", 0)), pct(at("cell_acc", -1)), pct(s["cell_acc"]["grid_mean"])])
     headers = ["model", "variant", "H", "λ", f"valid {args.select_by}", f"board@{tmin}", f"board@{tmax}",
@@ -353,29 +363,52 @@ def run_variant(args, kind: str, variant: str, sets: dict) -> dict:
             "selection": {"criterion": args.select_by, "scores": scores}, "test": test, "summary": summarize(test)}
 
 
+def run_checkpoints(given: list, sets: dict, args) -> dict:
+    """OOD (RRN test) curves of the trained models ``given`` (``[(label, model, train_config)]``), each as a
+    "baseline (given checkpoint)" entry ``results[kind][label]`` (its penalty, if any, is unknown)."""
+    results = {}
+    for label, model, cfg in given:
+        test = evaluate_runs([(cfg.seed, model, label)], sets["test"], args, offset=2000)
+        m = model.config
+        results.setdefault(m.kind, {})[label] = {
+            "label": f"{label}: baseline (given checkpoint)", "checkpoint": label, "heads": m.heads,
+            "orthogonal_vo": m.orthogonal_vo, "model_config": dataclasses.asdict(m), "test": test,
+            "summary": summarize(test)}
+        print(f"[{label}] OOD board {100 * np.mean(test['board_acc']):.1f}%, cell "
+              f"{100 * np.mean(test['cell_acc']):.1f}% (mean over T_eval)", flush=True)
+    return results
+
+
 def main(argv=None):
     args = resolve(parse_args(argv))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     t_start = time.time()
-    sets = load_sets(args.data_dir, train=args.train_limit, id=args.id_limit, valid=args.valid_limit,
-                     ood=args.test_limit)
+    given = load_checkpoints(args.checkpoints) if args.checkpoints else None
+    if given:
+        adopt_checkpoint_settings(args, given, ("t_train", "d", "heads"))
+        sets = load_sets(args.data_dir, ood=args.test_limit)
+    else:
+        sets = load_sets(args.data_dir, train=args.train_limit, id=args.id_limit, valid=args.valid_limit,
+                         ood=args.test_limit)
     sets["test"] = sets.pop("ood")  # RRN test
     print("data: " + ", ".join(f"{k} {s.name} {len(s)}" for k, s in sets.items()), flush=True)
-    results = {}
+    results = run_checkpoints(given, sets, args) if given else {}
     record = {"args": vars(args), "results": results,
               "data": {k: [s.name, len(s)] for k, s in sets.items()}}
-    for kind in args.models:
-        results[kind] = {}
-        for variant in args.variants:
-            results[kind][variant] = run_variant(args, kind, variant, sets)
-            common.save_json(record, out / "regularization.json")  # partial results survive a crash
-    record["claims"] = check_claims(results)
+    if not given:
+        for kind in args.models:
+            results[kind] = {}
+            for variant in args.variants:
+                results[kind][variant] = run_variant(args, kind, variant, sets)
+                common.save_json(record, out / "regularization.json")  # partial results survive a crash
+    record["claims"] = check_claims(results) if not given else []
     record["seconds"] = round(time.time() - t_start, 1)
     rows, headers = table_rows(results, args)
     record["table"] = {"headers": headers, "rows": rows}
-    print(f"\nOOD (RRN test) accuracy in % over {len(args.seeds)} seed(s), λ selected on RRN valid "
-          f"({args.select_by}); 'mean' = average over T_eval {args.t_eval}")
+    how = "given checkpoints" if given else f"λ selected on RRN valid ({args.select_by})"
+    print(f"\nOOD (RRN test) accuracy in % over {len(args.seeds)} seed(s), {how}; 'mean' = average over T_eval "
+          f"{args.t_eval}")
     common.print_table(rows, headers)
     print("\npaper's claims (grid-averaged OOD accuracy vs. no regularizer):")
     common.print_table([[c["claim"], c["model"], f"{100 * c['delta_board']:+.2f}", f"{100 * c['delta_cell']:+.2f}",

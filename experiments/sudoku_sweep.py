@@ -1,6 +1,7 @@
 """Plumbing shared by the Sudoku sweep experiments (oscillator_size, heads, gamma_table, regularization).
 
-Each sweep trains a few model variants over seeds, then reads numbers off the trained models:
+Each sweep trains a few model variants over seeds (or takes trained models given with ``--checkpoints``:
+shipped names, ``.npz`` files or run directories), then reads numbers off the trained models:
 OOD test-time-scaling curves, Lyapunov exponents of the trained pure step, learned RMSNorm gamma.
 The pieces here do that and nothing else::
 
@@ -9,6 +10,7 @@ The pieces here do that and nothing else::
     for seed, model, run_dir in runs:
         le = model_lyapunov(model, *lyapunov_puzzle(sets["ood"]), T=16, k=8, key=jax.random.PRNGKey(seed))
         ev = evaluate_boards(model, sets["ood"], t_eval)
+    given = load_checkpoints(args.checkpoints)   # [(label, model, train_config)] instead of training
 
 Runs live in ``run_dir/seed_<s>``; re-running resumes an unfinished run and reuses a finished one
 (``retrain=True`` starts afresh). Several seeds train in one vmapped program
@@ -31,6 +33,9 @@ from rsa_jax.lyapunov import lyapunov_spectrum, max_lyapunov, mean_lyapunov, nul
 from rsa_jax.models.sudoku import ModelConfig
 from rsa_jax.tasks.sudoku import sudoku_task
 from rsa_jax.train import TrainConfig, train
+
+#: help text of the experiments' --checkpoint / --checkpoints flags
+CHECKPOINT_HELP = "shipped model name (rsa_jax.pretrained.names()), .npz file or run directory"
 
 #: split name -> (generated stand-in seed, stand-in size when no limit is given)
 SPLITS = {"train": ("satnet_train", 0, 500), "id": ("satnet_test", 1, 200), "ood": ("rrn_test", 2, 200),
@@ -86,6 +91,46 @@ def train_variant(base: TrainConfig, run_dir, seeds: Sequence[int], train_set: S
         model, _ = train(cfg, task(cfg), penalties, resume=not retrain)
         out.append((s, model, cfg.out))
     return out
+
+
+def load_checkpoint(spec, flag: str = "--checkpoint"):
+    """``(model, train_config)`` of a trained model given by ``spec`` (``rsa_jax.pretrained.load_checkpoint``:
+    a shipped name, a ``.npz`` file, a folder or a run directory); a bad ``spec`` exits naming ``flag``."""
+    from rsa_jax import pretrained
+    try:
+        return pretrained.load_checkpoint(spec)
+    except (FileNotFoundError, KeyError, pretrained.PretrainedError) as e:
+        raise SystemExit(f"{flag} {spec}: {e}") from None
+
+
+def load_checkpoints(specs: Sequence, flag: str = "--checkpoints") -> list:
+    """``[(label, model, train_config)]`` of the trained models ``specs`` (see :func:`load_checkpoint`);
+    the label is the spec as given (a shipped name or a path)."""
+    return [(str(spec), *load_checkpoint(spec, flag)) for spec in specs]
+
+
+def model_group(mcfg) -> str:
+    """Group of a given model in a sweep's output, from its config: ``"itrsa norm=rmsnorm"`` (and
+    ``norm_n=...`` for chunked RMSNorm)."""
+    norm_n = getattr(mcfg, "norm_n", None)
+    return f"{mcfg.kind} norm={mcfg.norm}" + (f" norm_n={norm_n}" if norm_n else "")
+
+
+def adopt_checkpoint_settings(args, loaded: list, names: Sequence[str] = ("t_train",)) -> list:
+    """Sets ``args.<name>`` to the value that all ``loaded`` checkpoints share (read from the training
+    config, else the model config; e.g. ``t_train``, ``d``), so that labels, plot marks and ``args.t_eval``
+    (which gets ``t_train``) fit the given models. Returns the names whose values differ (left as they were)."""
+    mixed = []
+    for name in names:
+        values = {getattr(cfg, name) if hasattr(cfg, name) else getattr(model.config, name)
+                  for _, model, cfg in loaded}
+        if len(values) == 1:
+            setattr(args, name, values.pop())
+        else:
+            mixed.append(name)
+    if "t_train" not in mixed and isinstance(getattr(args, "t_eval", None), list) and args.t_train not in args.t_eval:
+        args.t_eval = sorted(set(args.t_eval) | {args.t_train})
+    return mixed
 
 
 def lyapunov_puzzle(sudoku_set: SudokuSet, index: int = 0):
@@ -228,3 +273,13 @@ def oscillator_train_config(args, key: str, n: int) -> TrainConfig:
     return TrainConfig(model=OSCILLATOR_MODELS[key][1](args.d, args.heads, n), t_train=args.t_train,
                        batch_size=args.batch_size, epochs=args.epochs, lr=args.lr, progress=False, eval_every=0,
                        checkpoint_every=0, keep_checkpoints=1, log_every=10, data_dir=args.data_dir)
+
+
+def oscillator_key(mcfg) -> str:
+    """Key of ``OSCILLATOR_MODELS`` whose kind and normalization a given model has (at its own D, H, N),
+    else :func:`model_group` of it."""
+    for key, (_, make) in OSCILLATOR_MODELS.items():
+        ref = make(mcfg.d, mcfg.heads, mcfg.n)
+        if all(getattr(mcfg, f, None) == getattr(ref, f) for f in ("kind", "norm", "norm_n")):
+            return key
+    return model_group(mcfg)

@@ -158,7 +158,7 @@ def test_monitor_rollout_rejects_bad_arguments(itrsa, puzzles):
 
 # ----------------------------------------------------------------------------- the script
 def test_missing_checkpoint_is_a_clear_error(tmp_path):
-    with pytest.raises(SystemExit, match="no config.json"):
+    with pytest.raises(SystemExit, match="neither a shipped model"):
         pe.main(["--out", str(tmp_path), "--checkpoint", str(tmp_path / "nowhere")])
 
 

@@ -1,0 +1,136 @@
+"""The analysis experiments take a shipped checkpoint by name (``--checkpoint`` / ``--checkpoints``).
+
+One tiny trained ItrSA (D=16, H=2, N=4, T=2; 2 steps on 16 puzzles) is exported as the shipped model
+``sudoku-itrsa-test`` under ``$RSA_JAX_PRETRAINED_DIR``; every experiment's ``main`` then runs on it at the
+smallest sizes its flags allow, and its JSON must name the checkpoint and hold finite numbers.
+"""
+
+from __future__ import annotations
+
+import json
+
+import jax
+import numpy as np
+import pytest
+
+from experiments import eigenvalues, gamma_table, heads, lyapunov, oscillator_size, pseudo_energy, regularization
+from rsa_jax import pretrained
+from rsa_jax.data.sudoku import load_or_generate
+from rsa_jax.models.sudoku import ModelConfig
+from rsa_jax.tasks.sudoku import sudoku_task
+from rsa_jax.train import TrainConfig, train
+
+pytestmark = pytest.mark.slow
+NAME = "sudoku-itrsa-test"
+GROUP = "itrsa norm=rmsnorm"          # experiments.sudoku_sweep.model_group of the tiny model
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _float32():
+    with jax.enable_x64(False):
+        yield
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    """A 2-step ItrSA run, exported as the shipped model ``sudoku-itrsa-test`` (env set for the module)."""
+    out = tmp_path_factory.mktemp("run")
+    puzzles = load_or_generate("satnet_train", n_fallback=16, limit=16, warn=False)
+    cfg = TrainConfig(model=ModelConfig(kind="itrsa", d=16, heads=2, n=4), t_train=2, batch_size=8, epochs=1,
+                      lr=1e-2, checkpoint_every=0, progress=False, out=str(out))
+    train(cfg, sudoku_task(cfg, puzzles, puzzles))
+    pre = tmp_path_factory.mktemp("pre")
+    pretrained.export_run(out, pre / NAME)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv(pretrained.ENV_DIR, str(pre))
+        assert pretrained.names() == [NAME]
+        yield out
+
+
+def finite(*values):
+    return all(np.all(np.isfinite(np.asarray(v, np.float64))) for v in values)
+
+
+def read(path):
+    return json.loads(path.read_text())
+
+
+def test_lyapunov_and_eigenvalues(run_dir, tmp_path):
+    lyapunov.main(["--out", str(tmp_path / "ly"), "--checkpoint", NAME, str(run_dir), "--T", "2", "--k", "2",
+                   "--sweeps", "1"])
+    recs = read(tmp_path / "ly" / "lyapunov.json")["records"]
+    assert [r["checkpoint"] for r in recs] == [NAME, str(run_dir)]
+    assert recs[0]["model"] == f"{NAME} (itrsa-rmsnorm)"
+    assert finite(*[r[k] for r in recs for k in ("max_le", "mean_le")])
+    assert recs[0]["max_le"] == pytest.approx(recs[1]["max_le"], rel=1e-5)   # same parameters, two ways in
+
+    eigenvalues.main(["--out", str(tmp_path / "ev"), "--float32", "--checkpoint", NAME, "--d", "8", "--heads", "2",
+                      "--T", "1", "--no-composition"])
+    res = read(tmp_path / "ev" / "eigenvalues.json")["results"]
+    assert res["normalized"]["checkpoint"] == NAME and res["unnormalized"]["checkpoint"] is None
+    assert finite(res["normalized"]["step_summary"]["spectral_radius"], res["normalized"]["step"]["real"])
+
+
+def test_pseudo_energy(run_dir, tmp_path):
+    pseudo_energy.main(["--out", str(tmp_path), "--checkpoint", NAME, "--steps", "2", "--puzzles", "2",
+                        "--contribution-every", "0"])
+    res = read(tmp_path / "pseudo_energy.json")
+    assert res["run_dir"] == NAME and res["args"]["checkpoint"] == NAME and res["t_train"] == 2
+    assert res["model_config"]["d"] == 16 and finite(res["monitors"]["energy"], res["monitors"]["cosine"])
+    assert not (tmp_path / "runs").exists()                                    # nothing trained
+    with pytest.raises(SystemExit, match="neither a shipped model"):
+        pseudo_energy.main(["--out", str(tmp_path), "--checkpoint", "no-such-model"])
+
+
+def test_heads(run_dir, tmp_path):
+    heads.main(["--out", str(tmp_path), "--checkpoints", NAME, "--t-eval", "2", "--eval-limit", "2", "--id-limit",
+                "2", "--eval-batch-size", "2", "--lyap-t", "2", "--lyap-k", "2", "--lyap-sweeps", "1"])
+    res = read(tmp_path / "heads.json")
+    assert res["args"]["t_train"] == 2 and res["args"]["t_eval"] == [2]       # the checkpoint's T_train
+    per_h = res["results"][GROUP]
+    assert list(per_h) == ["2"] and per_h["2"]["checkpoints"] == [NAME]      # H read from the config
+    (s,) = per_h["2"]["seeds"]
+    assert s["checkpoint"] == NAME and s["model_config"]["heads"] == 2
+    assert finite(s["max_le"], s["mean_le"], s["ood_board_acc"], s["id_board_acc"])
+    assert res["table"]["rows"][0][0] == f"{NAME} ({GROUP})"
+    assert not (tmp_path / "runs").exists()
+
+
+def test_oscillator_size(run_dir, tmp_path):
+    small = ["--t-eval", "2", "--eval-limit", "2", "--id-limit", "2", "--eval-batch-size", "2", "--lyap-t", "2",
+             "--lyap-k", "2", "--lyap-sweeps", "1", "--chaos-warmup", "1", "--chaos-steps", "2", "--chaos-puzzles", "1"]
+    oscillator_size.main(["--out", str(tmp_path / "a"), "--checkpoints", NAME, *small])
+    res = read(tmp_path / "a" / "oscillator_size.json")
+    per_n = res["results"][GROUP]
+    assert list(per_n) == ["4"] and per_n["4"]["checkpoints"] == [NAME]      # N read from the config
+    (s,) = per_n["4"]["seeds"]
+    assert s["checkpoint"] == NAME and len(s["chaos_l1"]) == 2
+    assert finite(s["max_le"], s["ood_board_acc"], s["id_cell_acc"], s["chaos_l1"], s["gamma_abs_max"])
+    assert not (tmp_path / "a" / "runs").exists()
+
+    oscillator_size.main(["--out", str(tmp_path / "b"), "--chaos-only", "--checkpoint", NAME, *small])
+    chaos = read(tmp_path / "b" / "oscillator_size_chaos.json")["chaos"]
+    assert list(chaos) == [NAME] and finite(chaos[NAME]["l1"])
+
+
+def test_gamma_table(run_dir, tmp_path):
+    gamma_table.main(["--out", str(tmp_path), "--checkpoints", NAME])
+    res = read(tmp_path / "gamma_table.json")
+    (rec,) = res["results"][GROUP]["4"]["seeds"]
+    model, _ = pretrained.load(NAME)
+    g = np.abs(np.asarray(model.pure_step()[1]["gamma"], np.float64))
+    assert rec["checkpoint"] == NAME and rec["source"] == "given" and res["skipped"] == []
+    assert rec["gamma_abs_max"] == pytest.approx(g.max()) and finite(rec["gamma_abs_mean"])
+    assert res["table"]["rows"][0][0] == f"{NAME} ({GROUP})"
+    assert not (tmp_path / "runs").exists()
+
+
+def test_regularization(run_dir, tmp_path):
+    record = regularization.main(["--out", str(tmp_path), "--checkpoints", NAME, "--t-eval", "2", "--test-limit",
+                                  "2"])
+    res = read(tmp_path / "regularization.json")
+    entry = res["results"]["itrsa"][NAME]
+    assert entry["label"] == f"{NAME}: baseline (given checkpoint)" and entry["checkpoint"] == NAME
+    assert entry["test"]["steps"] == [2] and finite(entry["test"]["board_acc"], entry["summary"]["cell_acc"]["mean"])
+    assert res["claims"] == [] == record["claims"] and res["table"]["rows"][0][1] == entry["label"]
+    assert not (tmp_path / "runs").exists()
