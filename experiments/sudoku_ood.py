@@ -67,8 +67,9 @@ def eval_config(args) -> SudokuEvalConfig:
     base = SUDOKU_EVAL_FULL if args.full else SUDOKU_EVAL_CPU
     given = {k: getattr(args, k) for k in base.keys() if getattr(args, k, None) is not None}
     given.update({k: None for k in ("id_limit", "ood_limit", "vote_limit") if given.get(k) == 0})
-    if "t_eval" in given:
-        given["t_eval"] = tuple(given["t_eval"])
+    for k in ("t_eval", "id_t_eval"):
+        if k in given:
+            given[k] = tuple(given[k])
     return base.replace(**given)
 
 
@@ -97,8 +98,10 @@ def build_parser():
     p.add_argument("--seeds", nargs="+", type=int, default=None,
                    help="training seeds, run one after another (default: the single --seed)")
     p.add_argument("--t-eval", nargs="+", type=int, default=None,
-                   help="T_eval grid (default: 16 32 ... 1024 on a CPU, ... 2048 with --full; T_train, 16 and "
+                   help="OOD T_eval grid (default: 16 32 ... 1024 on a CPU, ... 2048 with --full; T_train, 16 and "
                         "128 are always added)")
+    p.add_argument("--id-t-eval", nargs="+", type=int, default=None,
+                   help="ID T_eval grid (default: CPU 16 32 64 128, --full as --t-eval; T_train is added)")
     p.add_argument("--id-limit", type=int, default=None, help="ID puzzles evaluated (default: all 1,000; 0: all)")
     p.add_argument("--ood-limit", type=int, default=None,
                    help="OOD puzzles evaluated, the first ones (default: CPU 500, --full all 18,000; 0: all)")
@@ -110,8 +113,9 @@ def build_parser():
                    help="energy voting: candidates run at once (memory; default: CPU 8, --full 10)")
     p.add_argument("--vote-limit", type=int, default=None,
                    help="energy voting: only the first N OOD puzzles (default: CPU 100, --full all; 0: all)")
-    p.add_argument("--vote-models", nargs="*", choices=MODELS, default=["akorn"],
-                   help="models evaluated with energy voting (default: akorn; none: skip voting)")
+    p.add_argument("--vote-models", nargs="*", choices=MODELS, default=list(MODELS),
+                   help="models evaluated with energy voting (default: both; ItrSA votes with the same "
+                        "pseudo-energy -Tr(X^T (C + MSA(X))); none: skip voting)")
     p.add_argument("--eval-batch-size", type=int, default=None,
                    help="puzzles per evaluation batch (default: CPU 100, --full 500)")
     p.add_argument("--id-split", default="satnet_test", help="in-distribution test split (default: satnet_test)")
@@ -137,13 +141,15 @@ def _fmt(ms, pct=True):
     return f"{k * m:.1f}" + (f" ± {k * s:.1f}" if s else "")
 
 
-def evaluate_run(model, sets: dict, t_eval, ev: SudokuEvalConfig, seed: int, vote: bool) -> dict:
-    """ID/OOD curves (and voting) of one trained model under the evaluation config ``ev``."""
+def evaluate_run(model, sets: dict, t_eval, ev: SudokuEvalConfig, seed: int, vote: bool, t_train: int) -> dict:
+    """ID/OOD curves (and voting) of one trained model under the evaluation config ``ev``: OOD along
+    ``t_eval``, ID along ``ev.id_t_eval`` and ``t_train``."""
     key = jax.random.PRNGKey(10_000 + seed)
     out = {}
     for name, s in sets.items():
         t0 = time.time()
-        out[name] = evaluate_boards(model, s, steps_list=t_eval, batch_size=min(ev.eval_batch_size, len(s)), key=key)
+        steps = t_eval if name == "ood" else sorted(set(ev.id_t_eval) | {t_train})
+        out[name] = evaluate_boards(model, s, steps_list=steps, batch_size=min(ev.eval_batch_size, len(s)), key=key)
         out[name]["seconds"] = round(time.time() - t0, 2)
     if vote:
         t0 = time.time()
@@ -286,7 +292,7 @@ def main(argv=None):
                 seed = cfg.seed
                 prov = provenance(source, cfg)
             print(describe(kind, prov), flush=True)
-            r = evaluate_run(model, sets, t_eval, ev, seed, vote=kind in vote_models)
+            r = evaluate_run(model, sets, t_eval, ev, seed, vote=kind in vote_models, t_train=cfg.t_train)
             r["provenance"] = prov
             r["t_train"] = cfg.t_train
             r["final_train_metrics"] = last

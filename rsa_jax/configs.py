@@ -80,7 +80,8 @@ class SudokuEvalConfig(Preset):
     """How a trained Sudoku model is evaluated (ID / OOD board accuracy, test-time scaling, voting).
 
     Attributes:
-      t_eval: T_eval grid, all read out of one rollout (T_train, 16 and 128 are added by the experiment).
+      t_eval: OOD T_eval grid, all read out of one rollout (T_train, 16 and 128 are added by the experiment).
+      id_t_eval: ID T_eval grid (T_train is added); shorter on a CPU, where ID rollouts to 1024 cost minutes.
       id_limit: first N in-distribution test puzzles (None: all).
       ood_limit: first N out-of-distribution test puzzles (None: all).
       eval_batch_size: puzzles per evaluation batch.
@@ -91,6 +92,7 @@ class SudokuEvalConfig(Preset):
     """
 
     t_eval: tuple = (16, 32, 64, 128, 256, 512, 1024)
+    id_t_eval: tuple = (16, 32, 64, 128)
     id_limit: Optional[int] = None
     ood_limit: Optional[int] = 500
     eval_batch_size: int = 100
@@ -101,8 +103,8 @@ class SudokuEvalConfig(Preset):
 
 
 SUDOKU_EVAL_CPU = SudokuEvalConfig()
-SUDOKU_EVAL_FULL = SudokuEvalConfig(t_eval=tuple(PAPER_STEPS), ood_limit=None, eval_batch_size=500, vote_k=100,
-                                    vote_steps=128, vote_chunk=10, vote_limit=None)
+SUDOKU_EVAL_FULL = SudokuEvalConfig(t_eval=tuple(PAPER_STEPS), id_t_eval=tuple(PAPER_STEPS), ood_limit=None,
+                                    eval_batch_size=500, vote_k=100, vote_steps=128, vote_chunk=10, vote_limit=None)
 
 
 # ------------------------------------------------------------------ oscillator size (Fig. 4, Table S.1)

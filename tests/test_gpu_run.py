@@ -44,7 +44,7 @@ def run_cli(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
 def test_dry_run_outputs(tmp_path):
     out, work = tmp_path / "out", tmp_path / "work"
     # a generous budget, so that a loaded CPU skips no bench item (the budget only caps; the run takes ~1.5 min)
-    p = run_cli("--dry-run", "--out", str(out), "--work-dir", str(work), "--budget", "1500")
+    p = run_cli("--dry-run", "--out", str(out), "--work-dir", str(work), "--budget", "6000")
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
 
     files = [f for f in out.rglob("*") if f.is_file()]

@@ -120,22 +120,26 @@ def test_shipped_models_load_and_solve_some_cells(name):
 def test_sudoku_ood_evaluates_shipped_models(shipped_dir, tmp_path, capsys):
     from experiments import sudoku_ood
     rec = sudoku_ood.main(["--models", "itrsa", "--checkpoints", "sudoku-itrsa-test", "--id-limit", "4",
-                           "--ood-limit", "4", "--t-eval", "2", "4", "--vote-k", "0", "--out", str(tmp_path / "o")])
+                           "--ood-limit", "4", "--t-eval", "2", "4", "--id-t-eval", "4", "--vote-k", "2",
+                           "--vote-steps", "4", "--vote-limit", "2", "--out", str(tmp_path / "o")])
     assert rec["mode"] == "shipped"
     r = next(iter(rec["results"]["itrsa"]["seeds"].values()))
-    assert r["id"]["steps"] == [2, 4, 16, 128] and len(r["id"]["board_acc"]) == 4
+    assert r["id"]["steps"] == [2, 4] and len(r["id"]["board_acc"]) == 2          # + the model's T_train = 2
+    assert r["ood"]["steps"] == [2, 4, 16, 128]                                  # + 16 and 128
+    assert r["vote"]["K"] == 2 and r["vote"]["puzzles"] == 2 and 0 <= r["vote"]["cell_acc"] <= 1
     assert "sudoku-itrsa-test" in r["provenance"]["source"] and r["provenance"]["steps"] == 2
     assert (tmp_path / "o" / "sudoku_ood.json").exists() and (tmp_path / "o" / "sudoku_ood.png").exists()
     text = capsys.readouterr().out
-    assert "trained by: python -m rsa_jax.tasks.sudoku" in text and "vote" not in text.split("board accuracy")[-1]
+    assert "trained by: python -m rsa_jax.tasks.sudoku" in text and "OOD vote K=2 T=4" in text
     # the default picks the shipped model by kind; a missing one is skipped with a note saying how to
     # train it, and nothing to evaluate at all is an error
     shutil.copytree(shipped_dir / "sudoku-itrsa-test", shipped_dir / "sudoku-itrsa-cpu")
-    rec = sudoku_ood.main(["--id-limit", "2", "--ood-limit", "2", "--t-eval", "2", "--vote-k", "0",
-                           "--out", str(tmp_path / "p")])
+    rec = sudoku_ood.main(["--id-limit", "2", "--ood-limit", "2", "--t-eval", "2", "--id-t-eval", "2",
+                           "--vote-k", "0", "--out", str(tmp_path / "p")])
     assert list(rec["results"]) == ["itrsa"]
     assert "sudoku-itrsa-cpu" in next(iter(rec["results"]["itrsa"]["seeds"].values()))["provenance"]["source"]
-    assert "[akorn] skipped" in capsys.readouterr().out
+    text = capsys.readouterr().out
+    assert "[akorn] skipped" in text and "vote" not in text.split("board accuracy")[-1]
     with pytest.raises(SystemExit, match="no shipped model"):
         sudoku_ood.main(["--models", "akorn", "--id-limit", "2", "--ood-limit", "2", "--t-eval", "2",
                          "--out", str(tmp_path / "q")])
