@@ -214,6 +214,24 @@ def write_manifest(folder, info: dict) -> dict:
     return rec
 
 
+def add_accuracy(name: str, results, *, kind: Optional[str] = None) -> dict:
+    """Adds ``accuracy`` (ID / OOD T_eval curves, voting) of shipped model ``name`` to its manifest,
+    read from a ``sudoku_ood.json`` (``experiments.sudoku_ood``); returns the new manifest."""
+    rec = json.loads(Path(results).read_text())
+    kind = kind or load(name)[0].config.kind
+    runs = rec["results"][kind]["seeds"]
+    r = next(iter(runs.values()))
+    if name not in r.get("provenance", {}).get("source", ""):
+        raise PretrainedError(f"{results}: the {kind} results are not of {name} ({r.get('provenance')})")
+    pick = lambda split: {"split": rec["data"][split], **{k: r[split][k] for k in ("steps", "board_acc", "cell_acc")}}
+    m = manifest(name)
+    m["accuracy"] = {"results": str(results), "id": pick("id"), "ood": pick("ood"),
+                     **({"vote": r["vote"]} if "vote" in r else {})}
+    for k in ("sha256", "bytes", "file"):
+        m.pop(k, None)
+    return write_manifest(path(name), m)
+
+
 # ------------------------------------------------------------------------------------ helpers
 def _flatten(tree, prefix: str = "") -> dict:
     out = {}
@@ -267,11 +285,17 @@ def main(argv=None):
     exp.add_argument("name")
     exp.add_argument("--info", default="{}", help="manifest fields: a JSON string or a JSON file")
     exp.add_argument("--step", type=int, default=None, help="checkpoint step (default: latest)")
+    acc = sub.add_parser("add-accuracy", help="copy a model's ID/OOD curves from a sudoku_ood.json into its manifest")
+    acc.add_argument("name")
+    acc.add_argument("results", help="sudoku_ood.json of `python -m experiments.sudoku_ood --checkpoints NAME`")
+    acc.add_argument("--kind", default=None, help="results entry (default: the model's kind)")
     a = parser.parse_args(argv)
     if a.cmd == "list":
         print("\n".join(names()))
     elif a.cmd == "show":
         print(json.dumps(manifest(a.name), indent=2))
+    elif a.cmd == "add-accuracy":
+        print(json.dumps(add_accuracy(a.name, a.results, kind=a.kind)["accuracy"], indent=2))
     elif a.cmd == "verify":
         for n in names():
             load(n)

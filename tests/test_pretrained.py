@@ -131,6 +131,9 @@ def test_sudoku_ood_evaluates_shipped_models(shipped_dir, tmp_path, capsys):
     assert (tmp_path / "o" / "sudoku_ood.json").exists() and (tmp_path / "o" / "sudoku_ood.png").exists()
     text = capsys.readouterr().out
     assert "trained by: python -m rsa_jax.tasks.sudoku" in text and "OOD vote K=2 T=4" in text
+    m = pretrained.add_accuracy("sudoku-itrsa-test", tmp_path / "o" / "sudoku_ood.json")
+    assert m["accuracy"]["ood"]["steps"] == [2, 4, 16, 128] and m["accuracy"]["vote"]["K"] == 2
+    pretrained.load("sudoku-itrsa-test")                                       # checksum still right
     # the default picks the shipped model by kind; a missing one is skipped with a note saying how to
     # train it, and nothing to evaluate at all is an error
     shutil.copytree(shipped_dir / "sudoku-itrsa-test", shipped_dir / "sudoku-itrsa-cpu")
