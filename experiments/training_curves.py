@@ -12,7 +12,6 @@ evaluation records under --out and prints a table of them.
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
@@ -27,14 +26,7 @@ from rsa_jax import pretrained  # noqa: E402
 
 def read_curves(folder) -> dict:
     """``{"train": [...], "eval": [...]}`` records of ``folder/metrics.jsonl`` with a cumulative ``wall`` key."""
-    recs = [json.loads(line) for line in (Path(folder) / "metrics.jsonl").read_text().splitlines() if line.strip()]
-    offset, last = 0.0, 0.0
-    for r in recs:
-        t = r.get("time", 0.0)
-        if t < last:                   # a resumed invocation restarts its clock
-            offset += last
-        last = t
-        r["wall"] = offset + t
+    recs = pretrained.read_metrics(folder)
     return {"train": [r for r in recs if "loss" in r],
             "eval": [r for r in recs if any(k.startswith("eval") for k in r)]}
 

@@ -23,7 +23,6 @@ repository (beside ``rsa_jax/``). :func:`save` and :func:`export_run` write such
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import zipfile
@@ -35,6 +34,7 @@ import numpy as np
 from flax import nnx
 
 from rsa_jax.config import class_path, config_from_dict, config_to_dict, import_path
+from rsa_jax.data.sudoku import sha256  # noqa: F401  (re-exported: pretrained.sha256)
 
 MODEL_FILE = "model.npz"
 MANIFEST_FILE = "manifest.json"
@@ -65,15 +65,6 @@ def path(name: str) -> Path:
     if name not in names():
         raise KeyError(f"no shipped model {name!r} under {root()}; available: {names() or 'none'}")
     return root() / name
-
-
-def sha256(file) -> str:
-    """Hex SHA-256 of a file's bytes."""
-    h = hashlib.sha256()
-    with open(file, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def manifest(name: str) -> dict:
@@ -185,22 +176,32 @@ def export_run(run_dir, folder, *, info: Optional[dict] = None, step: Optional[i
     return folder
 
 
+def read_metrics(folder) -> list:
+    """The records of ``folder/metrics.jsonl``, each with ``wall``: seconds since the run began, summed
+    over resumed invocations (each restarts its ``time`` at 0)."""
+    from rsa_jax.train import METRICS_FILE
+    recs = [json.loads(line) for line in (Path(folder) / METRICS_FILE).read_text().splitlines() if line.strip()]
+    offset, last = 0.0, 0.0
+    for r in recs:
+        t = r.get("time", 0.0)
+        if t < last:
+            offset += last
+        last = t
+        r["wall"] = offset + t
+    return recs
+
+
 def run_summary(run_dir) -> dict:
     """Steps, examples seen, wall time (summed over resumed invocations) and the last evaluation of a run,
     read from its ``metrics.jsonl``; the config's model and training fields that matter."""
-    from rsa_jax.train import METRICS_FILE
-    recs = [json.loads(line) for line in (Path(run_dir) / METRICS_FILE).read_text().splitlines() if line.strip()]
-    wall, seg = 0.0, 0.0
-    for r in recs:                              # "time" restarts at 0 in every resumed invocation
-        if r.get("time", 0.0) < seg:
-            wall += seg
-        seg = r.get("time", 0.0)
+    recs = read_metrics(run_dir)
     train = [r for r in recs if "loss" in r]
     evals = [r for r in recs if any(k.startswith("eval") for k in r)]
     cfg = json.loads((Path(run_dir) / "config.json").read_text())["config"]
     keep = ("t_train", "batch_size", "lr", "ema_decay", "ema_every", "ema_after", "seed", "train_limit")
     steps = train[-1]["step"] if train else 0
-    return {"steps": steps, "examples_seen": steps * cfg.get("batch_size", 0), "train_seconds": round(wall + seg, 1),
+    wall = round(recs[-1]["wall"], 1) if recs else 0.0
+    return {"steps": steps, "examples_seen": steps * cfg.get("batch_size", 0), "train_seconds": wall,
             "model": cfg["model"],
             "training": {k: cfg[k] for k in keep if k in cfg}, "last_eval": evals[-1] if evals else None}
 

@@ -125,7 +125,7 @@ def test_checksum(small, tmp_path):
 def test_checksum_cached(small, tmp_path, monkeypatch):
     _write(tmp_path / "rrn_valid.csv", _lines(small))
     S.load_split("rrn_valid", data_dir=tmp_path)
-    monkeypatch.setattr(S, "_sha256", lambda p: pytest.fail("re-hashed"))
+    monkeypatch.setattr(S, "sha256", lambda p: pytest.fail("re-hashed"))
     S.load_split("rrn_valid", data_dir=tmp_path)
 
 

@@ -161,7 +161,8 @@ def _parse_bytes(data: bytes, where: str):
     return puz, sol
 
 
-def _sha256(path: Path) -> str:
+def sha256(path) -> str:
+    """Hex SHA-256 of a file's bytes."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
@@ -186,7 +187,7 @@ def _verify(path: Path) -> None:
     if path.name not in sums:
         warnings.warn(f"{path.name} is not listed in {sums_path}; not verified")
         return
-    got = _sha256(path)
+    got = sha256(path)
     if got != sums[path.name]:
         raise SudokuChecksumError(
             f"checksum mismatch for {path}: SHA256 {got}, expected {sums[path.name]} "
