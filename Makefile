@@ -42,6 +42,7 @@ figures:
 	$(PYTHON) -m experiments.gamma_table --out $(OUT)/gamma_table --runs-from $(OUT)/oscillator_size/runs
 	$(PYTHON) -m experiments.pseudo_energy --out $(OUT)/pseudo_energy
 	$(PYTHON) -m experiments.training_curves --out $(OUT)/training_curves
+	$(PYTHON) -m experiments.le_vs_ood --out $(OUT)/le_vs_ood
 
 clean:
 	rm -rf $(OUT) .pytest_cache

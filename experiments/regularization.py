@@ -11,7 +11,8 @@ Variants (``--variants``; loss = CE + lambda R):
 
 * ``none``      no regularizer (lambda = 0).
 * ``spec``      R_Spec = sum_W (sigma_max(W)^2 - 1)^2 + sum_b ||b||^4 over W^Q, W^K, W^V, W^O and the
-                attention biases (``rsa_jax.regularizers.SpecPenalty``; paper: 1e-4 ItrSA, 1e-5 AKOrN).
+                attention biases (``rsa_jax.regularizers.SpecPenalty``; paper: 1e-4 ItrSA, 1e-5 AKOrN);
+                ``--spec-layout fused`` penalizes W_qkv and W^O as the AKOrN code stores them instead.
 * ``jacobian``  THIS PROJECT'S EXTENSION, not in the paper (which regularizes weights only):
                 mean (||J_t||_2 - 1)^2 of the state Jacobian J_t = d step / d x at --jac-samples
                 random steps of the training trajectory (``JacobianPenalty``).
@@ -63,7 +64,7 @@ from experiments.sudoku_sweep import (CHECKPOINT_HELP, adopt_checkpoint_settings
 from rsa_jax.configs import apply_preset
 from rsa_jax.evaluate import PAPER_STEPS, evaluate_boards
 from rsa_jax.models.sudoku import CELLS, ModelConfig
-from rsa_jax.regularizers import EnergyPenalty, JacobianPenalty, SpecPenalty
+from rsa_jax.regularizers import SPEC_LAYOUTS, JacobianPenalty
 from rsa_jax.train import TrainConfig
 
 MODELS = {"itrsa": "ItrSA (RMSNorm)", "akorn": "AKOrN"}
@@ -129,6 +130,10 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="validation criterion (RRN valid) choosing lambda; " + "; ".join(
                        f"{k}: {v[0]}" for k, v in CRITERIA.items()) + "; remaining ties: the smaller lambda "
                    "(default: board_mean)")
+    g.add_argument("--spec-layout", choices=SPEC_LAYOUTS, default="separate",
+                   help="matrices R_Spec penalizes: separate (W^Q, W^K, W^V, W^O taken apart), fused (W_qkv and W^O, "
+                        "as the AKOrN code stores them; a lambda means something else there) or per_head "
+                        "(default: separate)")
     g.add_argument("--jac-samples", type=int, default=1,
                    help="jacobian: trajectory steps penalized per training step, K <= T (default: 1)")
     g.add_argument("--jac-target", type=float, default=1.0, help="jacobian: target spectral norm (default: 1)")
@@ -180,23 +185,23 @@ def model_config(args, kind: str, variant: str) -> ModelConfig:
                        orthogonal_vo=args.orthogonal if variant == "e_multi" else None)
 
 
-def train_config(args, kind: str, variant: str) -> TrainConfig:
+def train_config(args, kind: str, variant: str, lam: float = 0.0) -> TrainConfig:
+    """Training config of one run; the paper's penalties are config fields (recorded in config.json)."""
+    named = variant in ("spec", "e_multi", "e_single")
     return TrainConfig(model=model_config(args, kind, variant), t_train=args.t_train, batch_size=args.batch_size,
                        epochs=args.epochs, lr=args.lr, max_steps=args.max_steps, progress=False,
                        eval_every=args.eval_every, checkpoint_every=args.checkpoint_every, keep_checkpoints=1,
-                       log_every=10, data_dir=args.data_dir)
+                       log_every=10, data_dir=args.data_dir, penalty=variant if named else "none",
+                       penalty_lam=lam if named else 0.0, spec_layout=args.spec_layout)
 
 
 def make_penalties(args, variant: str, lam: float) -> list:
-    """The penalty objects of ``variant`` at weight ``lam`` (none for ``none``)."""
-    if variant == "none":
+    """Penalty objects that are not config fields: the state-Jacobian extension (none otherwise)."""
+    if variant != "jacobian":
         return []
-    if variant == "spec":
-        return [SpecPenalty(lam)]
-    if variant == "jacobian":  # fixed-shape state: checkpoints restore without a shape change
-        return [JacobianPenalty(lam, target=args.jac_target, num_samples=args.jac_samples,
-                                like_shape=(args.batch_size, CELLS, args.d))]
-    return [EnergyPenalty(lam, kind=variant.removeprefix("e_"))]
+    # fixed-shape state: checkpoints restore without a shape change
+    return [JacobianPenalty(lam, target=args.jac_target, num_samples=args.jac_samples,
+                            like_shape=(args.batch_size, CELLS, args.d))]
 
 
 def lambda_grid(args, variant: str) -> list:
@@ -204,8 +209,11 @@ def lambda_grid(args, variant: str) -> list:
     return [0.0] if variant == "none" else sorted(set(args.lambdas[variant]))
 
 
-def run_name(kind: str, variant: str, lam: float) -> str:
-    return f"{kind}_none" if variant == "none" else f"{kind}_{variant}_lam{lam:g}"
+def run_name(kind: str, variant: str, lam: float, spec_layout: str = "separate") -> str:
+    if variant == "none":
+        return f"{kind}_none"
+    layout = f"-{spec_layout}" if variant == "spec" and spec_layout != "separate" else ""
+    return f"{kind}_{variant}{layout}_lam{lam:g}"
 
 
 def evaluate_runs(runs: list, sudoku_set, args, offset: int) -> dict:
@@ -344,7 +352,8 @@ def run_variant(args, kind: str, variant: str, sets: dict) -> dict:
     per_lambda, kept = {}, {}
     for lam in lambda_grid(args, variant):
         t0 = time.time()
-        runs = train_variant(train_config(args, kind, variant), Path(args.out) / "runs" / run_name(kind, variant, lam),
+        run_dir = Path(args.out) / "runs" / run_name(kind, variant, lam, args.spec_layout)
+        runs = train_variant(train_config(args, kind, variant, lam), run_dir,
                              args.seeds, sets["train"], sets["id"], penalties=make_penalties(args, variant, lam),
                              retrain=args.retrain, trajectory=variant == "jacobian")
         t_train = time.time() - t0

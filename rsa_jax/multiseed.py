@@ -40,8 +40,8 @@ import numpy as np
 from flax import nnx
 
 from rsa_jax.train import (CHECKPOINT_DIR, CONFIG_FILE, METRICS_FILE, RunLane, Task, TrainConfig,
-                           checkpoint_manager, config_record, init_train_state, make_optimizer, make_train_step,
-                           merge_model, read_history, restore_checkpoint, run_loop, split_model)
+                           checkpoint_manager, config_record, init_train_state, make_optimizer, make_penalties,
+                           make_train_step, merge_model, read_history, restore_checkpoint, run_loop, split_model)
 
 MULTISEED_FILE = "multiseed.json"
 
@@ -122,6 +122,7 @@ def train_multiseed(cfg: TrainConfig, task: Union[Task, Callable[[TrainConfig], 
             (d / METRICS_FILE).unlink(missing_ok=True)
     total = cfg.epochs * spe
     stop = total if cfg.max_steps is None else min(total, int(cfg.max_steps))
+    penalties = (*penalties, *make_penalties(cfg))
 
     with jax.default_matmul_precision(cfg.matmul_precision):
         models = [t.init_model(nnx.Rngs(s)) for t, s in zip(tasks, seeds)]

@@ -14,7 +14,8 @@ A shipped model is a folder ``<root>/<name>/`` holding
                      model configs with their classes, as :func:`rsa_jax.train.config_record` writes);
   ``metrics.jsonl``  the run's training log (learning curves; ``experiments.training_curves`` plots it);
   ``manifest.json``  how it was made (command, data, steps, wall time, device, date), its ID / OOD
-                     accuracy, and the SHA-256 of ``model.npz`` (checked by :func:`load`).
+                     accuracy and Lyapunov exponents (``add-accuracy``, ``add-lyapunov``), and the
+                     SHA-256 of ``model.npz`` (checked by :func:`load`).
 
 ``<root>`` is ``$RSA_JAX_PRETRAINED_DIR`` if set, else the ``pretrained/`` folder at the top of the
 repository (beside ``rsa_jax/``). :func:`save` and :func:`export_run` write such files; a single
@@ -225,11 +226,32 @@ def add_accuracy(name: str, results, *, kind: Optional[str] = None) -> dict:
     if name not in r.get("provenance", {}).get("source", ""):
         raise PretrainedError(f"{results}: the {kind} results are not of {name} ({r.get('provenance')})")
     pick = lambda split: {"split": rec["data"][split], **{k: r[split][k] for k in ("steps", "board_acc", "cell_acc")}}
-    m = manifest(name)
-    m["accuracy"] = {"results": str(results), "id": pick("id"), "ood": pick("ood"),
-                     **({"vote": r["vote"]} if "vote" in r else {})}
-    for k in ("sha256", "bytes", "file"):
-        m.pop(k, None)
+    return _update_manifest(name, "accuracy", {"results": str(results), "id": pick("id"), "ood": pick("ood"),
+                                               **({"vote": r["vote"]} if "vote" in r else {})})
+
+
+def add_lyapunov(name: str, results) -> dict:
+    """Adds ``lyapunov`` (max and mean LE at T, X0 unscaled, the model's own eta and weights) of shipped
+    model ``name`` to its manifest, read from a ``lyapunov.json`` (``experiments.lyapunov --checkpoint
+    NAME``); returns the new manifest. ``mean_le`` is the paper's mean LE only when the full spectrum
+    was computed (``k`` is None); with ``--k`` it is the mean of the leading k and is stored as
+    ``mean_le_leading_k``."""
+    rec = json.loads(Path(results).read_text())
+    plain = [r for r in rec["records"] if r.get("checkpoint") == name and r["scale"] == 1.0
+             and r["wv_norm"] is None and r["wo_norm"] is None and r["eta"] == rec["records"][0]["eta"]]
+    if not plain:
+        raise PretrainedError(f"{results}: no unswept record of {name} (run experiments.lyapunov --checkpoint {name})")
+    r, k = plain[0], rec["config"].get("k")
+    mean_key = "mean_le" if k is None else "mean_le_leading_k"
+    le = {"results": str(results), "T": r["T"], "k": k, "samples": rec.get("num_samples"), "num_null": r["num_null"],
+          "max_le": r["max_le"], mean_key: r["mean_le"], "float64": rec["config"].get("float64", False)}
+    return _update_manifest(name, "lyapunov", le)
+
+
+def _update_manifest(name: str, key: str, value) -> dict:
+    """Sets ``manifest[key] = value`` of shipped model ``name`` (file fields re-derived)."""
+    m = {k: v for k, v in manifest(name).items() if k not in ("sha256", "bytes", "file")}
+    m[key] = value
     return write_manifest(path(name), m)
 
 
@@ -273,7 +295,8 @@ def _assign(model: nnx.Module, arrays: dict, source: Path) -> nnx.Module:
 
 
 def main(argv=None):
-    """``python -m rsa_jax.pretrained list | show NAME | verify | export RUN_DIR NAME --info FILE_OR_JSON``."""
+    """``python -m rsa_jax.pretrained list | show NAME | verify | export RUN_DIR NAME --info FILE_OR_JSON |
+    add-accuracy NAME sudoku_ood.json | add-lyapunov NAME lyapunov.json``."""
     import argparse
     parser = argparse.ArgumentParser(prog="python -m rsa_jax.pretrained", description="Shipped trained models.")
     sub = parser.add_subparsers(dest="cmd", required=True)
@@ -290,6 +313,9 @@ def main(argv=None):
     acc.add_argument("name")
     acc.add_argument("results", help="sudoku_ood.json of `python -m experiments.sudoku_ood --checkpoints NAME`")
     acc.add_argument("--kind", default=None, help="results entry (default: the model's kind)")
+    lya = sub.add_parser("add-lyapunov", help="copy a model's max / mean LE from a lyapunov.json into its manifest")
+    lya.add_argument("name")
+    lya.add_argument("results", help="lyapunov.json of `python -m experiments.lyapunov --checkpoint NAME`")
     a = parser.parse_args(argv)
     if a.cmd == "list":
         print("\n".join(names()))
@@ -297,6 +323,8 @@ def main(argv=None):
         print(json.dumps(manifest(a.name), indent=2))
     elif a.cmd == "add-accuracy":
         print(json.dumps(add_accuracy(a.name, a.results, kind=a.kind)["accuracy"], indent=2))
+    elif a.cmd == "add-lyapunov":
+        print(json.dumps(add_lyapunov(a.name, a.results)["lyapunov"], indent=2))
     elif a.cmd == "verify":
         for n in names():
             load(n)

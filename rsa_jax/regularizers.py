@@ -8,11 +8,17 @@ Weight-spectrum penalty (SPEC "Energies and their conditions"; Lewandowski et al
 
     R_Spec = sum_{W in W^Q, W^K, W^V, W^O} (sigma_max(W)^2 - 1)^2 + sum_{b in b^Q, b^K, b^V, b^O} ||b||^4
 
-  By default W is the *full* matrix with the heads concatenated (``W^Q = [W^Q_1, ..., W^Q_H]``
-  ``(D, H*D_H)``, ``W^O`` the stack of the row blocks ``(H*D_V, D)``), i.e. the weight of the
-  linear layer as it is stored in the AKOrN/PyTorch code, and the paper's "SA weights" are four
-  matrices. ``per_head=True`` penalizes every head block separately (4H terms, and
-  ``sum_h ||b_h||^4`` for the per-head biases). ``gta`` angles and other entries are ignored.
+  Which matrices count is the ``layout`` (the appendix does not settle it, and a lambda means
+  different things under each; record it with the run, ``TrainConfig.spec_layout``):
+
+  * ``"separate"`` (default): the four *full* matrices with the heads concatenated
+    (``W^Q = [W^Q_1, ..., W^Q_H]`` ``(D, H*D_H)``, ``W^O`` the stack of the row blocks
+    ``(H*D_V, D)``) and the four biases: the paper's "SA weights" W^Q, W^K, W^V, W^O taken apart.
+  * ``"fused"``: the layers as the AKOrN/PyTorch code stores them: one ``W_qkv = [W^Q, W^K, W^V]``
+    ``(D, 2 H D_H + H D_V)`` and ``W^O``; biases ``||[b^Q, b^K, b^V]||^4 + ||b^O||^4``.
+  * ``"per_head"``: every head block separately (4H terms, ``sum_h ||b_h||^4`` for per-head biases).
+
+  ``gta`` angles and other entries are ignored.
   ``sigma_max`` comes from power iteration whose vectors ``u, v`` live in a ``SpecState`` and are
   warm-started across calls; the value ``sigma = u^T W v`` uses ``stop_gradient(u), stop_gradient(v)``
   so ``d sigma / dW = u v^T`` (Miyato et al. 2018 spectral normalization), which equals the
@@ -44,6 +50,8 @@ from rsa_jax.attention import (orthogonal, orthogonal_value_output, split_output
 _EPS = 1e-12
 WEIGHTS = ("wq", "wk", "wv", "wo")
 BIASES = ("bq", "bk", "bv", "bo")
+SPEC_LAYOUTS = ("separate", "fused", "per_head")
+FUSED = "wqkv"  # key of the fused W_qkv in a "fused" SpecState
 
 
 def _normalize(w: jnp.ndarray) -> jnp.ndarray:
@@ -60,53 +68,88 @@ class SpecState(NamedTuple):
       u: ``{name: (m,)}`` left singular vector estimates (``(H, m)`` per head).
       v: ``{name: (n,)}`` right singular vector estimates (``(H, n)`` per head).
 
-    ``name`` is the attention key (``"wq", "wk", "wv", "wo"``); whether the state is per head
-    is read off the rank of ``u`` (``spec_init(..., per_head=True)``).
+    ``name`` is the attention key (``"wq", "wk", "wv", "wo"``, or ``"wqkv", "wo"`` when fused); the
+    layout is read off the state (:func:`spec_layout`), so it needs no static field.
     """
 
     u: dict
     v: dict
 
 
-def spec_matrices(attn: dict, per_head: bool = False) -> dict:
+def spec_layout(state: SpecState) -> str:
+    """The layout a ``SpecState`` was made for: ``"fused"``, ``"per_head"`` or ``"separate"``."""
+    if FUSED in state.u:
+        return "fused"
+    return "per_head" if any(u.ndim == 2 for u in state.u.values()) else "separate"
+
+
+def _check_layout(layout: str) -> None:
+    if layout not in SPEC_LAYOUTS:
+        raise ValueError(f"spec layout must be one of {SPEC_LAYOUTS}; got {layout!r}")
+
+
+def spec_matrices(attn: dict, layout: str = "separate") -> dict:
     """The matrices R_Spec penalizes.
 
     Args:
       attn: attention parameters.
-      per_head: keep the head blocks.
+      layout: ``"separate"``, ``"fused"`` or ``"per_head"`` (module docstring).
 
     Returns:
-      ``{name: matrix}`` for the present ``wq, wk, wv, wo``: full matrices ``W^Q, W^K`` ``(D, H*D_H)``,
-      ``W^V`` ``(D, H*D_V)``, ``W^O`` ``(H*D_V, D)`` (as ``attention.full_matrices``); with
-      ``per_head`` the stored ``(H, ., .)`` blocks.
+      ``{name: matrix}``: ``separate``: the present ``wq, wk, wv, wo`` as full matrices ``W^Q, W^K``
+      ``(D, H*D_H)``, ``W^V`` ``(D, H*D_V)``, ``W^O`` ``(H*D_V, D)`` (as ``attention.full_matrices``);
+      ``fused``: ``wqkv`` ``(D, 2 H D_H + H D_V)`` (the present ones of W^Q, W^K, W^V side by side)
+      and ``wo``; ``per_head``: the stored ``(H, ., .)`` blocks.
     """
+    _check_layout(layout)
     out = {}
     for name in WEIGHTS:
         if name not in attn:
             continue
         w = attn[name]
-        if per_head:
+        if layout == "per_head":
             out[name] = w
         elif name == "wo":
             out[name] = w.reshape(-1, w.shape[-1])  # stack row blocks: (H*D_V, D)
         else:
             h, d, e = w.shape
             out[name] = jnp.moveaxis(w, 0, 1).reshape(d, h * e)  # concatenate column blocks
+    if layout == "fused":
+        qkv = [out.pop(name) for name in ("wq", "wk", "wv") if name in out]
+        out = {FUSED: jnp.concatenate(qkv, axis=1), **out}
     return out
 
 
-def spec_init(attn: dict, key: jax.Array, *, per_head: bool = False) -> SpecState:
+def spec_biases(attn: dict, layout: str = "separate") -> jnp.ndarray:
+    """The bias part of R_Spec: ``sum_b ||b||^4`` over the present ``bq, bk, bv, bo``.
+
+    ``fused`` takes ``[b^Q, b^K, b^V]`` as one vector; ``per_head`` sums ``||b_h||^4`` over heads
+    for per-head ``(H, e)`` biases.
+    """
+    _check_layout(layout)
+    sq = {name: jnp.sum(attn[name] * attn[name], axis=-1) for name in BIASES if name in attn}  # ||b_h||^2 or ||b||^2
+    dtype = jnp.result_type(*sq.values()) if sq else jnp.float32
+    total = jnp.zeros((), dtype)
+    if layout == "fused":
+        qkv = [jnp.sum(sq.pop(name)) for name in ("bq", "bk", "bv") if name in sq]
+        total = total + sum(qkv, jnp.zeros((), dtype)) ** 2
+    for v in sq.values():
+        total = total + (jnp.sum(v ** 2) if layout == "per_head" else jnp.sum(v) ** 2)
+    return total
+
+
+def spec_init(attn: dict, key: jax.Array, *, layout: str = "separate") -> SpecState:
     """Random unit starting vectors for ``spec_penalty``.
 
     Args:
       attn: attention parameters (shapes and dtype are read from them).
       key: PRNG key.
-      per_head: penalize each head block separately (see module docstring).
+      layout: which matrices are penalized (module docstring).
 
     Returns:
       A ``SpecState``.
     """
-    mats = spec_matrices(attn, per_head)
+    mats = spec_matrices(attn, layout)
     shapes = {}
     for name, w in sorted(mats.items()):
         shapes["u", name], shapes["v", name] = w.shape[:-1], w.shape[:-2] + w.shape[-1:]
@@ -152,28 +195,21 @@ def spec_penalty(attn: dict, state: SpecState, num_iters: int = 1):
 
     Args:
       attn: attention parameters (``wq, wk, wv`` and optionally ``wo, bq, bk, bv, bo``).
-      state: from ``spec_init`` (its rank decides full vs. per-head matrices) or an earlier call.
+      state: from ``spec_init`` (it fixes the layout: separate, fused or per-head) or an earlier call.
       num_iters: power-iteration rounds this call (1 per training step, as in spectral norm).
 
     Returns:
       ``(value, new_state)``; ``new_state`` carries no gradient.
     """
-    per_head = any(u.ndim == 2 for u in state.u.values())
-    mats = spec_matrices(attn, per_head)
+    layout = spec_layout(state)
+    mats = spec_matrices(attn, layout)
     if set(mats) != set(state.u):
         raise ValueError(f"SpecState holds {sorted(state.u)} but the attention has {sorted(mats)}")
-    total = jnp.zeros((), jnp.result_type(*[w.dtype for w in mats.values()]))
+    total = spec_biases(attn, layout).astype(jnp.result_type(*mats.values()))
     new_u, new_v = {}, {}
     for name, w in mats.items():
         sigma, new_u[name], new_v[name] = power_sigma(w, state.u[name], state.v[name], num_iters)
         total = total + jnp.sum((sigma ** 2 - 1.0) ** 2)
-    for name in BIASES:
-        if name in attn:
-            b = attn[name]
-            if per_head and b.ndim == 2:
-                total = total + jnp.sum(jnp.sum(b * b, axis=-1) ** 2)
-            else:
-                total = total + jnp.sum(b * b) ** 2
     return total, SpecState(new_u, new_v)
 
 
@@ -350,17 +386,19 @@ class SpecPenalty:
     Args:
       lam: weight (paper: 1e-4 ItrSA, 1e-5 AKOrN).
       num_iters: power-iteration rounds per call.
-      per_head: penalize head blocks instead of full matrices.
+      layout: ``"separate"`` (W^Q, W^K, W^V, W^O), ``"fused"`` (W_qkv, W^O as stored by the AKOrN
+        code) or ``"per_head"`` (module docstring).
     """
 
     aux_keys: tuple = ()
 
-    def __init__(self, lam: float, *, num_iters: int = 1, per_head: bool = False):
-        self.lam, self.num_iters, self.per_head = lam, num_iters, per_head
+    def __init__(self, lam: float, *, num_iters: int = 1, layout: str = "separate"):
+        _check_layout(layout)
+        self.lam, self.num_iters, self.layout = lam, num_iters, layout
 
     def init(self, model, key: jax.Array) -> SpecState:
         _, params = model.pure_step()
-        return spec_init(params["attn"], key, per_head=self.per_head)
+        return spec_init(params["attn"], key, layout=self.layout)
 
     def __call__(self, model, state: SpecState, aux: dict | None = None):
         _, params = model.pure_step()

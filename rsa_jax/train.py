@@ -64,7 +64,7 @@ from rsa_jax.runs import (  # noqa: F401  (re-exported)
     CHECKPOINT_DIR, CONFIG_FILE, METRICS_FILE, checkpoint_manager, config_record, load_model, read_history,
     restore_checkpoint, restore_ema_params, save_checkpoint)
 from rsa_jax.train_state import (  # noqa: F401  (re-exported)
-    TrainState, ema_update, init_train_state, make_optimizer, make_train_step, merge_model, split_model)
+    TrainState, ema_update, init_train_state, make_optimizer, make_penalties, make_train_step, merge_model, split_model)
 
 #: Learning rates of the AKOrN code base's Sudoku commands (README of autonomousvision/akorn):
 #: AKOrN ``--lr=0.001``, ItrSA ``--lr=0.0005``. The paper tuned lr in {1e-5, 5e-5, ..., 1e-3}.
@@ -117,6 +117,14 @@ class TrainConfig:
     data_dir: Optional[str] = _f(None, "data directory (none: the task's default / environment variable)")
     train_limit: Optional[int] = _f(None, "use only the first N training examples (none: all)")
     eval_limit: Optional[int] = _f(None, "use only the first N evaluation examples (none: all)")
+    penalty: str = _f("none", "regularizer added to the loss (recorded with the run): 'none', 'spec' (R_Spec), "
+                              "'e_multi' (R_E-multi; the paper pairs it with --model-orthogonal-vo), 'e_single' "
+                              "(R_E-single, one head)")
+    penalty_lam: float = _f(0.0, "weight lambda of --penalty (paper: spec 1e-4 ItrSA / 1e-5 AKOrN, e_multi 1e-4, "
+                                 "e_single 1e-6)")
+    spec_layout: str = _f("separate", "matrices R_Spec penalizes: 'separate' (W^Q, W^K, W^V, W^O), 'fused' (W_qkv "
+                                      "and W^O, as the AKOrN code stores them) or 'per_head'; a lambda means "
+                                      "different things under each")
 
     def resolved_lr(self) -> float:
         """``lr``, or the default for ``model.kind``."""
@@ -180,7 +188,8 @@ def _tqdm(total, initial, enabled):
 def _warn_config_change(old: dict, new: dict) -> None:
     ignore = {"epochs", "max_steps", "time_budget", "eval_live", "checkpoint_every", "keep_checkpoints", "log_every",
               "eval_every", "progress", "out", "data_dir", "eval_limit", "data_parallel"}
-    changed = [k for k in set(old) | set(new) if k not in ignore and old.get(k) != new.get(k)]
+    # a field missing from an older config.json had its default then: not a change
+    changed = [k for k in set(old) & set(new) if k not in ignore and old[k] != new[k]]
     if changed:
         warnings.warn("resuming with a changed config: " + ", ".join(
             f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in sorted(changed)), stacklevel=3)
@@ -192,7 +201,8 @@ def train(cfg: TrainConfig, task: Task, penalties: Sequence = (), resume: bool =
     Args:
       cfg: configuration; ``cfg.out`` is the run directory.
       task: see :class:`Task`.
-      penalties: see the module docstring; their states are checkpointed with the rest.
+      penalties: see the module docstring; their states are checkpointed with the rest. The penalty
+        named by ``cfg.penalty`` (``make_penalties``) is added to these.
       resume: continue from the newest checkpoint in ``cfg.out`` if there is one (a finished run
         is just loaded). ``False`` deletes the old checkpoints and metrics and starts afresh.
 
@@ -219,6 +229,7 @@ def train(cfg: TrainConfig, task: Task, penalties: Sequence = (), resume: bool =
                          f"(fewer examples than batch_size={cfg.batch_size}?)")
     total = cfg.epochs * spe
     stop = total if cfg.max_steps is None else min(total, int(cfg.max_steps))
+    penalties = (*penalties, *make_penalties(cfg))
 
     with jax.default_matmul_precision(cfg.matmul_precision):
         model = task.init_model(nnx.Rngs(cfg.seed))

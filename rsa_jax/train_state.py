@@ -60,6 +60,27 @@ def make_optimizer(cfg: TrainConfig) -> optax.GradientTransformation:
     return optax.flatten(tx) if cfg.flatten_optimizer else tx
 
 
+def make_penalties(cfg: TrainConfig) -> tuple:
+    """The penalty objects ``cfg.penalty`` names (empty for ``"none"``), at weight ``cfg.penalty_lam``.
+
+    Recorded in ``config.json`` with the run (unlike penalty objects handed to ``train``), so a shipped
+    model says which regularizer it was trained with. ``e_multi`` is R_E-multi (the paper pairs it
+    with orthogonal W^V, W^O: ``ModelConfig.orthogonal_vo``); ``e_single`` needs one head.
+    """
+    from rsa_jax.regularizers import EnergyPenalty, SpecPenalty
+    name, lam = cfg.penalty, float(cfg.penalty_lam)
+    if name == "none":
+        return ()
+    if name == "spec":
+        return (SpecPenalty(lam, layout=cfg.spec_layout),)
+    if name in ("e_multi", "e_single"):
+        heads = getattr(cfg.model, "heads", 1)
+        if name == "e_single" and heads != 1:
+            raise ValueError(f"penalty 'e_single' (R_E-single) is defined for one head; model has heads={heads}")
+        return (EnergyPenalty(lam, kind=name.removeprefix("e_")),)
+    raise ValueError(f"penalty must be 'none', 'spec', 'e_multi' or 'e_single'; got {name!r}")
+
+
 def split_model(model: nnx.Module):
     """``(graphdef, params, rest)``: the static graph, a pure dict of ``nnx.Param`` values, other state."""
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)

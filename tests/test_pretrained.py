@@ -134,6 +134,17 @@ def test_sudoku_ood_evaluates_shipped_models(shipped_dir, tmp_path, capsys):
     m = pretrained.add_accuracy("sudoku-itrsa-test", tmp_path / "o" / "sudoku_ood.json")
     assert m["accuracy"]["ood"]["steps"] == [2, 4, 16, 128] and m["accuracy"]["vote"]["K"] == 2
     pretrained.load("sudoku-itrsa-test")                                       # checksum still right
+    # Lyapunov exponents into the manifest, then the LE-vs-OOD picture reads both entries
+    from experiments import le_vs_ood, lyapunov
+    lyapunov.main(["--checkpoint", "sudoku-itrsa-test", "--k", "2", "--sweeps", "1", "--out", str(tmp_path / "l")])
+    le = pretrained.add_lyapunov("sudoku-itrsa-test", tmp_path / "l" / "lyapunov.json")["lyapunov"]
+    assert le["T"] == 16 and le["k"] == 2 and "mean_le_leading_k" in le and "mean_le" not in le
+    got = le_vs_ood.main(["--out", str(tmp_path / "v")])
+    assert got["plotted"] == ["sudoku-itrsa-test"] and (tmp_path / "v" / "le_vs_ood.png").exists()
+    (r,) = got["records"]
+    assert r["max_le"] == le["max_le"] and r["t_last"] == 128 and r["ood_best"] >= r["ood_last"]
+    with pytest.raises(pretrained.PretrainedError, match="no unswept record"):
+        pretrained.add_lyapunov("sudoku-itrsa-other", tmp_path / "l" / "lyapunov.json")
     # the default picks the shipped model by kind; a missing one is skipped with a note saying how to
     # train it, and nothing to evaluate at all is an error
     shutil.copytree(shipped_dir / "sudoku-itrsa-test", shipped_dir / "sudoku-itrsa-cpu")

@@ -16,7 +16,7 @@ from rsa_jax.dynamics import itrsa_step, rollout  # noqa: E402
 from rsa_jax.jacobian import dense_jacobian  # noqa: E402
 from rsa_jax.regularizers import (EnergyPenalty, JacobianPenalty, SpecPenalty, jacobian_penalty,  # noqa: E402
                                   jacobian_penalty_init, orthogonal, orthogonal_value_output, power_sigma,
-                                  r_e_multi, r_e_single, spec_init, spec_matrices, spec_penalty,
+                                  r_e_multi, r_e_single, spec_init, spec_layout, spec_matrices, spec_penalty,
                                   split_output_heads, split_value_heads)
 
 D, H, S = 6, 2, 3
@@ -44,19 +44,26 @@ def _attn(seed=0, bias=True, out_proj=True):
     return p
 
 
-@functools.partial(jax.jit, static_argnames=("per_head",))
-def _spec_reference(attn, per_head=False):
+@functools.partial(jax.jit, static_argnames=("layout",))
+def _spec_reference(attn, layout="separate"):
+    """R_Spec by dense SVD, written out per layout."""
+    def term(w):
+        return (jnp.linalg.svd(w, compute_uv=False)[0] ** 2 - 1) ** 2
     total = 0.0
-    if per_head:
+    if layout == "per_head":
         for name in ("wq", "wk", "wv", "wo"):
             for w in attn[name]:
-                total += (jnp.linalg.svd(w, compute_uv=False)[0] ** 2 - 1) ** 2
+                total += term(w)
         for name in ("bq", "bk", "bv"):
             for b in attn[name]:
                 total += jnp.sum(b ** 2) ** 2
+    elif layout == "fused":
+        full = full_matrices(attn)
+        total += term(jnp.concatenate([full["WQ"], full["WK"], full["WV"]], axis=1)) + term(full["WO"])
+        total += sum(jnp.sum(attn[name] ** 2) for name in ("bq", "bk", "bv")) ** 2
     else:
         for w in full_matrices(attn).values():
-            total += (jnp.linalg.svd(w, compute_uv=False)[0] ** 2 - 1) ** 2
+            total += term(w)
         for name in ("bq", "bk", "bv"):
             total += jnp.sum(attn[name] ** 2) ** 2
     return total + jnp.sum(attn["bo"] ** 2) ** 2
@@ -70,12 +77,27 @@ def test_spec_matrices_match_full_matrices():
         np.testing.assert_array_equal(mats[name], full[name.upper()])
 
 
-@pytest.mark.parametrize("per_head", [False, True])
-def test_spec_penalty_converges_to_svd(per_head):
+@pytest.mark.parametrize("layout", ["separate", "fused", "per_head"])
+def test_spec_penalty_converges_to_svd(layout):
     attn = _attn()
-    state = spec_init(attn, jax.random.PRNGKey(1), per_head=per_head)
+    state = spec_init(attn, jax.random.PRNGKey(1), layout=layout)
+    assert spec_layout(state) == layout
     value, _ = _spec(attn, state, num_iters=500)
-    np.testing.assert_allclose(value, _spec_reference(attn, per_head), rtol=1e-10)
+    np.testing.assert_allclose(value, _spec_reference(attn, layout), rtol=1e-10)
+
+
+def test_spec_layouts_differ_and_fused_shape():
+    """The fused W_qkv is (D, 3D) here and its penalty is not the separate one (a lambda means
+    different things under the two)."""
+    attn = _attn(1)
+    assert spec_matrices(attn, "fused")["wqkv"].shape == (D, 3 * D)
+    values = {lay: float(_spec(attn, spec_init(attn, jax.random.PRNGKey(0), layout=lay), num_iters=500)[0])
+              for lay in ("separate", "fused")}
+    assert abs(values["fused"] - values["separate"]) > 0.1 * values["separate"], values
+    with pytest.raises(ValueError, match="layout"):
+        spec_matrices(attn, "stacked")
+    with pytest.raises(ValueError, match="layout"):
+        SpecPenalty(1.0, layout="stacked")
 
 
 def test_spec_penalty_without_bias_or_wo():

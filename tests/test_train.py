@@ -316,6 +316,34 @@ def test_penalty_hook_and_state_resume(tmp_path):
     tree_equal(_final_state(tmp_path / "q")[1], state)
 
 
+def test_config_penalty_is_the_explicit_penalty_and_is_recorded(tmp_path, puzzles):
+    """``TrainConfig.penalty`` trains exactly as the same penalty object handed to ``train`` and lands
+    in config.json (so a shipped model says what it was regularized with)."""
+    from rsa_jax.regularizers import SpecPenalty
+    kw = dict(epochs=1, max_steps=2, checkpoint_every=0, log_every=1)
+    named = tiny_cfg(tmp_path / "named", penalty="spec", penalty_lam=1e-2, spec_layout="fused", **kw)
+    plain = tiny_cfg(tmp_path / "plain", **kw)
+    m1, h1 = train(named, sudoku_task(named, puzzles, puzzles))
+    m2, h2 = train(plain, sudoku_task(plain, puzzles, puzzles), penalties=(SpecPenalty(1e-2, layout="fused"),))
+    tree_equal(nnx.state(m1, nnx.Param), nnx.state(m2, nnx.Param))
+    assert h1[0]["penalty/SpecPenalty"] == h2[0]["penalty/SpecPenalty"] > 0
+    rec = json.loads((tmp_path / "named" / "config.json").read_text())["config"]
+    assert (rec["penalty"], rec["penalty_lam"], rec["spec_layout"]) == ("spec", 1e-2, "fused")
+
+
+def test_make_penalties_rejects_bad_names():
+    from rsa_jax.train_state import make_penalties
+    assert make_penalties(TrainConfig()) == ()
+    with pytest.raises(ValueError, match="penalty must be"):
+        make_penalties(TrainConfig(penalty="l2"))
+    with pytest.raises(ValueError, match="one head"):
+        make_penalties(TrainConfig(penalty="e_single", penalty_lam=1.0))   # default model has 8 heads
+    with pytest.raises(ValueError, match="layout"):
+        make_penalties(TrainConfig(penalty="spec", spec_layout="stacked"))
+    (p,) = make_penalties(TrainConfig(penalty="e_multi", penalty_lam=1e-4))
+    assert (p.kind, p.lam) == ("multi", 1e-4)
+
+
 def test_ema_matches_ema_pytorch_schedule():
     """ema_pytorch.EMA(beta, update_every, update_after_step), power 2/3, inv_gamma 1, written out."""
     beta, every, after, power = 0.9, 3, 4, 2 / 3

@@ -1,0 +1,104 @@
+"""The paper's main picture: max Lyapunov exponent against OOD test-time scaling, one point per trained model.
+
+Claim (paper Sec. 5, Figs. 5 and S.1): trained looped models whose maximum Lyapunov exponent is near
+0 (normalized, regularized) keep or gain OOD accuracy as T_eval grows; clearly positive or negative
+exponents go with poor test-time scaling. This script reads what the shipped models' manifests
+(:mod:`rsa_jax.pretrained`) record, computes nothing, and so runs in seconds:
+
+* ``lyapunov``: max (and mean) LE at T = 16, put there by
+  ``python -m experiments.lyapunov --checkpoint NAME --out DIR`` then
+  ``python -m rsa_jax.pretrained add-lyapunov NAME DIR/lyapunov.json``;
+* ``accuracy``: RRN-test board accuracy over T_eval, put there by
+  ``python -m experiments.sudoku_ood --checkpoints NAME --out DIR`` then
+  ``python -m rsa_jax.pretrained add-accuracy NAME DIR/sudoku_ood.json``.
+
+Per model: x = max LE; y = OOD board accuracy at the largest T_eval (filled marker) and the best over
+T_eval (hollow marker, joined to it), so a model that peaks and then decays shows a long bar. Models
+missing either entry are listed with the commands that fill it.
+
+    python -m experiments.le_vs_ood                                   # every shipped model
+    python -m experiments.le_vs_ood --checkpoints sudoku-itrsa-cpu sudoku-akorn-cpu
+
+Outputs under ``--out``: ``le_vs_ood.json`` (one record per model), ``le_vs_ood.png``, a table on stdout.
+"""
+
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+
+from experiments.common import announce, make_parser, parse, print_table, save_figure, save_json
+from rsa_jax import pretrained
+
+
+def point(name: str) -> dict:
+    """The record of shipped model ``name``: max / mean LE and its OOD curve (``None`` where missing)."""
+    m = pretrained.manifest(name)
+    le, ood = m.get("lyapunov"), (m.get("accuracy") or {}).get("ood")
+    rec = {"name": name, "kind": (m.get("model") or {}).get("kind"), "norm": (m.get("model") or {}).get("norm"),
+           "max_le": le and le["max_le"], "mean_le": le and le.get("mean_le"), "le_T": le and le["T"],
+           "le_k": le and le.get("k"), "ood_steps": ood and ood["steps"], "ood_board_acc": ood and ood["board_acc"],
+           "ood_split": ood and ood.get("split")}
+    if ood:
+        accs = ood["board_acc"]
+        best = max(range(len(accs)), key=accs.__getitem__)
+        rec |= {"ood_last": accs[-1], "t_last": ood["steps"][-1], "ood_best": accs[best], "t_best": ood["steps"][best]}
+    return rec
+
+
+def missing_note(rec: dict) -> str:
+    """What to run to fill a record's missing entries ('' if none)."""
+    n, todo = rec["name"], []
+    if rec["max_le"] is None:
+        todo.append(f"python -m experiments.lyapunov --checkpoint {n} --out outputs/lyapunov_{n} && "
+                    f"python -m rsa_jax.pretrained add-lyapunov {n} outputs/lyapunov_{n}/lyapunov.json")
+    if rec["ood_board_acc"] is None:
+        todo.append(f"python -m experiments.sudoku_ood --checkpoints {n} --models {rec['kind']} --out "
+                    f"outputs/sudoku_ood_{n} && python -m rsa_jax.pretrained add-accuracy {n} "
+                    f"outputs/sudoku_ood_{n}/sudoku_ood.json")
+    return "; ".join(todo)
+
+
+def plot(records: list):
+    fig, ax = plt.subplots(figsize=(5.6, 4.0))
+    for i, r in enumerate(records):
+        color = f"C{i % 10}"
+        ax.plot([r["max_le"]] * 2, [100 * r["ood_last"], 100 * r["ood_best"]], color=color, lw=1)
+        ax.plot(r["max_le"], 100 * r["ood_best"], "o", mfc="none", color=color)
+        ax.plot(r["max_le"], 100 * r["ood_last"], "o", color=color, label=f"{r['name']} (T_eval {r['t_last']})")
+    ax.axvline(0.0, color="gray", lw=0.8)
+    ax.set(xlabel="max Lyapunov exponent (T = 16)", ylabel="OOD (RRN test) board accuracy [%]",
+           title="max LE vs test-time scaling (filled: largest T_eval; hollow: best)")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def main(argv=None) -> dict:
+    p = make_parser("le_vs_ood", __doc__)
+    p.add_argument("--checkpoints", nargs="+", default=None, metavar="NAME",
+                   help="shipped model names (default: every one, rsa_jax.pretrained.names())")
+    args = parse(p, argv)
+    names = args.checkpoints or pretrained.names()
+    if not names:
+        raise SystemExit(f"no shipped models under {pretrained.root()}")
+    records = [point(n) for n in names]
+    ready = [r for r in records if r["max_le"] is not None and r["ood_board_acc"] is not None]
+    for r in records:
+        note = missing_note(r)
+        if note:
+            print(f"[{r['name']}] not plotted; to fill it: {note}")
+    rows = [[r["name"], r["kind"], r["norm"], r["max_le"], "-" if r["mean_le"] is None else r["mean_le"],
+             r["le_k"] or "all", f"{100 * r['ood_board_acc'][0]:.1f}", f"{100 * r['ood_best']:.1f} @ {r['t_best']}",
+             f"{100 * r['ood_last']:.1f} @ {r['t_last']}"] for r in ready]
+    print_table(rows, ["model", "kind", "norm", "max LE", "mean LE", "exponents", "OOD board (first T)",
+                       "OOD best", "OOD last"])
+    out = {"records": records, "plotted": [r["name"] for r in ready]}
+    paths = [save_json(out, args.out / "le_vs_ood.json")]
+    if ready:
+        paths.append(save_figure(plot(ready), args.out / "le_vs_ood.png"))
+    announce(paths)
+    return out
+
+
+if __name__ == "__main__":
+    main()
