@@ -117,6 +117,9 @@ class TrainConfig:
     data_dir: Optional[str] = _f(None, "data directory (none: the task's default / environment variable)")
     train_limit: Optional[int] = _f(None, "use only the first N training examples (none: all)")
     eval_limit: Optional[int] = _f(None, "use only the first N evaluation examples (none: all)")
+    augment: bool = _f(False, "validity-preserving augmentation of the training data, if the task has one (Sudoku: "
+                              "digit relabelling, band/stack and row/column permutations, transposition; not in "
+                              "the paper)")
     penalty: str = _f("none", "regularizer added to the loss (recorded with the run): 'none', 'spec' (R_Spec), "
                               "'e_multi' (R_E-multi; the paper pairs it with --model-orthogonal-vo), 'e_single' "
                               "(R_E-single, one head)")

@@ -252,3 +252,23 @@ def test_batch_iterator():
     assert sorted(sum(full, [])) == list(range(n)) and full[:4] == a
     assert run(seed=0, epoch=1) != a and run(seed=1, epoch=0) != a
     assert len(s.subset(np.arange(3))) == 3
+
+
+def test_augment_keeps_puzzles_valid_and_is_deterministic():
+    s = S.generate_puzzles(12, 30, seed=3)
+    a = S.augment(s, np.random.default_rng(0))
+    assert S.is_valid_solution(a.solutions.reshape(-1, 9, 9)).all()
+    given = a.puzzles != 0
+    assert np.array_equal(a.puzzles[given], a.solutions[given])                  # givens agree with the solution
+    assert np.array_equal(a.num_givens, s.num_givens)
+    assert not np.array_equal(a.solutions, s.solutions)
+    assert np.array_equal(S.augment(s, np.random.default_rng(0)).puzzles, a.puzzles)
+    # a symmetry: digit counts per puzzle are permuted, the multiset of row-wise given counts per band too
+    counts = lambda g: np.sort(np.stack([np.bincount(r, minlength=10)[1:] for r in g]), axis=1)
+    np.testing.assert_array_equal(counts(a.puzzles), counts(s.puzzles))
+    # batches: same (seed, epoch) -> same augmented stream; augmentation off -> the plain puzzles
+    batches = lambda **kw: [b["digits"] for b in S.batch_iterator(s, 4, seed=1, epoch=2, **kw)]
+    on, off = batches(augment_data=True), batches()
+    assert all(np.array_equal(x, y) for x, y in zip(on, batches(augment_data=True)))
+    assert not any(np.array_equal(x, y) for x, y in zip(on, off))
+    assert [sorted((x != 0).sum(1)) for x in on] == [sorted((x != 0).sum(1)) for x in off]

@@ -331,13 +331,54 @@ def to_model_inputs(s: SudokuSet) -> dict:
     }
 
 
+def augment(s: SudokuSet, rng: np.random.Generator) -> SudokuSet:
+    """Each puzzle under an independent random validity-preserving symmetry of Sudoku.
+
+    The symmetry is a relabelling of the digits 1..9, a permutation of the three bands and of the rows
+    inside each band, the same for stacks and columns, and a transposition with probability 1/2; a
+    valid puzzle/solution pair stays valid and keeps its number of givens. (Not in the paper: its
+    models train on the SATNet puzzles as they are.)
+
+    Args:
+      s: the puzzles.
+      rng: NumPy generator (fixes the draw).
+
+    Returns:
+      The transformed set, same order and size.
+    """
+    n = len(s)
+
+    def lines():   # (n, 9) new -> old row (or column) order: bands permuted, rows permuted within bands
+        bands = np.argsort(rng.random((n, 3)), axis=1)
+        inner = np.argsort(rng.random((n, 3, 3)), axis=2)
+        return (3 * bands[:, :, None] + inner).reshape(n, 9)
+
+    rows, cols = lines(), lines()
+    idx = rows[:, :, None] * 9 + cols[:, None, :]                       # (n, 9, 9) old cell of each new cell
+    idx = np.where(rng.random(n)[:, None, None] < 0.5, idx, idx.transpose(0, 2, 1)).reshape(n, 81)
+    relabel = np.concatenate([np.zeros((n, 1), np.int64), 1 + np.argsort(rng.random((n, 9)), axis=1)], axis=1)
+
+    def move(grid):
+        moved = np.take_along_axis(np.asarray(grid, np.int64), idx, axis=1)
+        return np.take_along_axis(relabel, moved, axis=1).astype(grid.dtype)
+
+    return SudokuSet(move(s.puzzles), move(s.solutions), s.name)
+
+
 def batch_iterator(s: SudokuSet, batch_size: int, seed: int = 0, epoch: int = 0,
-                   drop_last: bool = True) -> Iterator[dict]:
-    """Yield :func:`to_model_inputs` dicts of ``batch_size`` rows in a permutation fixed by (seed, epoch)."""
+                   drop_last: bool = True, augment_data: bool = False) -> Iterator[dict]:
+    """Yield :func:`to_model_inputs` dicts of ``batch_size`` rows in a permutation fixed by (seed, epoch).
+
+    With ``augment_data`` every batch passes through :func:`augment` with a generator fixed by
+    ``(seed, epoch, batch index)``, so the stream stays a function of ``(seed, epoch)`` (exact resume).
+    """
     perm = np.random.default_rng([seed, epoch]).permutation(len(s))
     stop = len(s) - len(s) % batch_size if drop_last else len(s)
-    for lo in range(0, stop, batch_size):
-        yield to_model_inputs(s.subset(perm[lo : lo + batch_size]))
+    for i, lo in enumerate(range(0, stop, batch_size)):
+        batch = s.subset(perm[lo : lo + batch_size])
+        if augment_data:
+            batch = augment(batch, np.random.default_rng([seed, epoch, i, 1]))
+        yield to_model_inputs(batch)
 
 
 def _correct_blank(pred, s: SudokuSet):

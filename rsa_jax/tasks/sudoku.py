@@ -82,7 +82,8 @@ def sudoku_task(cfg: TrainConfig, train_set: Optional[SudokuSet] = None, eval_se
     """The Sudoku :class:`~rsa_jax.train.Task` for ``cfg``.
 
     Args:
-      cfg: uses ``model``, ``t_train``, ``batch_size``, ``seed``, ``data_dir``, ``train_limit``, ``eval_limit``.
+      cfg: uses ``model``, ``t_train``, ``batch_size``, ``seed``, ``augment``, ``data_dir``, ``train_limit``,
+        ``eval_limit``.
       train_set: training puzzles (default: SATNet train, see :func:`load_sets`).
       eval_set: puzzles for ``evaluate`` (default: SATNet test); evaluation reads out at ``t_train``.
       trajectory: hand the full trajectory to penalties (``aux["xs"]``; memory T x state).
@@ -108,7 +109,8 @@ def sudoku_task(cfg: TrainConfig, train_set: Optional[SudokuSet] = None, eval_se
     return Task(
         init_model=lambda rngs: SudokuModel(cfg.model, rngs=rngs),
         loss_fn=lambda model, batch, key: sudoku_loss(model, batch, key, t, trajectory=trajectory),
-        train_batches=lambda epoch: batch_iterator(train_set, cfg.batch_size, seed=cfg.seed, epoch=epoch),
+        train_batches=lambda epoch: batch_iterator(train_set, cfg.batch_size, seed=cfg.seed, epoch=epoch,
+                                                   augment_data=cfg.augment),
         steps_per_epoch=steps_per_epoch,
         evaluate=evaluate,
         name="sudoku",
