@@ -1,0 +1,205 @@
+"""The trained models of the claims table (issue 14), trained one after another across sessions.
+
+Every model is the CPU protocol (``rsa_jax.configs.SUDOKU_CPU``: D = 128, H = 4, N = 4, T = 16, batch
+100, lr 1e-3, EMA every step) with one change (``PLAN``), for the same number of steps (``--steps``,
+default 2,880 = 32 epochs, where the ItrSA baseline reached 94% boards), so that the comparisons of
+the paper (Fig. 5 regularizers, Fig. S.1 heads, Fig. 4 oscillator-wise RMSNorm) run at equal budget.
+
+    python -m experiments.claims_runs status              # every planned model: shipped, parked at step k, ...
+    XLA_FLAGS=--xla_force_host_platform_device_count=2 nohup python -m experiments.claims_runs train \\
+        --budget 7200 > runs/claims_runs.log 2>&1 &       # the next unfinished models, within 2 h
+    python -m experiments.claims_runs park                # unfinished runs -> pretrained/_resume/ (commit it)
+
+``train`` takes the planned models in order, skips shipped ones, restores a parked run when
+``runs/<name>`` is missing, trains (resuming exactly) until the model reaches ``--steps`` or the
+budget ends (``TrainConfig.time_budget``), and a finished model is shipped (``pretrained/<name>``,
+manifest with the plan entry, device and date), evaluated (``experiments.sudoku_ood``: ID / OOD
+curves) and given its Lyapunov exponents (``experiments.lyapunov --k 32``), both written into the
+manifest. A parked run is ~3 MB (parameters, Adam moments, EMA); it is deleted once the model ships.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime
+import json
+import platform
+import shlex
+import shutil
+import time
+from pathlib import Path
+from typing import NamedTuple
+
+from rsa_jax import pretrained
+
+RESUME_DIR = "_resume"
+
+
+class Planned(NamedTuple):
+    """One model of the claims table: its name, kind, changes to the CPU protocol, and why."""
+
+    name: str
+    kind: str
+    model: dict = {}
+    train: dict = {}
+    claim: str = ""
+
+
+PLAN = (
+    Planned("sudoku-itrsa-cpu", "itrsa", claim="baseline (ItrSA with RMSNorm)"),
+    Planned("sudoku-akorn-cpu", "akorn", claim="baseline (AKOrN)"),
+    Planned("sudoku-itrsa-spec-cpu", "itrsa", train={"penalty": "spec", "penalty_lam": 1e-4},
+            claim="R_Spec helps (Fig. 5); the paper's ItrSA lambda, W^Q, W^K, W^V, W^O taken apart"),
+    Planned("sudoku-akorn-spec-cpu", "akorn", train={"penalty": "spec", "penalty_lam": 1e-5},
+            claim="R_Spec helps most for AKOrN (Fig. 5); the paper's AKOrN lambda"),
+    Planned("sudoku-itrsa-emulti-cpu", "itrsa", model={"orthogonal_vo": "cayley"},
+            train={"penalty": "e_multi", "penalty_lam": 1e-4}, claim="R_E-multi hurts (Fig. 5)"),
+    Planned("sudoku-itrsa-nonorm-cpu", "itrsa", model={"norm": "none"}, train={"max_steps": 90},
+            claim="max LE > 0 without normalization (trained one epoch, as the paper does: it diverges)"),
+    Planned("sudoku-itrsa-h1-cpu", "itrsa", model={"heads": 1}, claim="H = 1 poor (Fig. S.1)"),
+    Planned("sudoku-itrsa-h2-cpu", "itrsa", model={"heads": 2}, claim="H = 2 poor (Fig. S.1)"),
+    Planned("sudoku-itrsa-h8-cpu", "itrsa", model={"heads": 8}, claim="H = 8 (Fig. S.1)"),
+    Planned("sudoku-akorn-rms-cpu", "akorn", model={"norm": "rmsnorm"},
+            claim="oscillator-wise RMSNorm, learned gamma (Fig. 4, Table S.1: max |gamma| < 1)"),
+)
+
+
+def base_config():
+    """The protocol every planned model starts from: ``rsa_jax.configs.SUDOKU_CPU``."""
+    from rsa_jax.configs import SUDOKU_CPU
+    return SUDOKU_CPU
+
+
+def config(entry: Planned, steps: int, out: Path, budget: float | None):
+    """The ``TrainConfig`` of a planned model (:func:`base_config` + the entry's changes)."""
+    import jax
+    base = base_config()
+    model = dataclasses.replace(base.model.with_kind(entry.kind, entry.model.get("norm")),
+                                **{k: v for k, v in entry.model.items() if k != "norm"})
+    train = {"max_steps": steps, **entry.train}
+    data_parallel = jax.device_count() > 1 and base.batch_size % jax.device_count() == 0
+    return dataclasses.replace(base, model=model, out=str(out), time_budget=budget, progress=False,
+                               data_parallel=data_parallel, **train)
+
+
+def _latest_step(run: Path):
+    ckpts = [int(p.name) for p in (run / "checkpoints").glob("*") if p.name.isdigit()]
+    return max(ckpts, default=None)
+
+
+def status(entry: Planned, runs: Path) -> str:
+    """``shipped``, ``running/parked at step k`` or ``not started``."""
+    if entry.name in pretrained.names():
+        return "shipped"
+    for where, run in (("run", runs / entry.name), ("parked", pretrained.root() / RESUME_DIR / entry.name)):
+        step = _latest_step(run) if run.is_dir() else None
+        if step is not None:
+            return f"{where} at step {step}"
+    return "not started"
+
+
+def park(runs: Path) -> list:
+    """Copies every unfinished planned run (config, metrics, latest checkpoint) under
+    ``pretrained/_resume/<name>``; returns the names parked."""
+    parked = []
+    for entry in PLAN:
+        run, dest = runs / entry.name, pretrained.root() / RESUME_DIR / entry.name
+        step = _latest_step(run) if run.is_dir() and entry.name not in pretrained.names() else None
+        if step is None:
+            continue
+        shutil.rmtree(dest, ignore_errors=True)
+        (dest / "checkpoints").mkdir(parents=True)
+        for f in ("config.json", "metrics.jsonl"):
+            if (run / f).is_file():
+                shutil.copy2(run / f, dest / f)
+        shutil.copytree(run / "checkpoints" / str(step), dest / "checkpoints" / str(step))
+        parked.append(entry.name)
+    return parked
+
+
+def evaluate(entry: Planned, out: Path, eval_args: list) -> None:
+    """ID / OOD curves and Lyapunov exponents of a shipped model, into its manifest."""
+    from experiments import lyapunov, sudoku_ood
+    sudoku_ood.main(["--models", entry.kind, "--checkpoints", entry.name, "--out", str(out / "ood"), *eval_args])
+    pretrained.add_accuracy(entry.name, out / "ood" / "sudoku_ood.json")
+    lyapunov.main(["--checkpoint", entry.name, "--k", "32", "--out", str(out / "lyapunov")])
+    pretrained.add_lyapunov(entry.name, out / "lyapunov" / "lyapunov.json")
+
+
+def train_next(args) -> list:
+    """Trains the planned models in order within ``args.budget`` seconds; returns the names shipped."""
+    from rsa_jax.tasks.sudoku import sudoku_task
+    from rsa_jax.train import TrainingDiverged, train
+    started, shipped = time.time(), []
+    todo = [e for e in PLAN if e.name not in pretrained.names() and (not args.only or e.name in args.only)]
+    for entry in todo:
+        left = args.budget - (time.time() - started)
+        if left < args.min_budget:
+            print(f"[{entry.name}] {left:.0f}s of the budget left (< {args.min_budget}s): stopping")
+            break
+        run, parked = args.runs_dir / entry.name, pretrained.root() / RESUME_DIR / entry.name
+        if not run.exists() and parked.is_dir():
+            shutil.copytree(parked, run)
+            print(f"[{entry.name}] restored the parked run from {parked}")
+        cfg = config(entry, args.steps, run, left)
+        print(f"[{entry.name}] training ({entry.claim}); {left:.0f}s left", flush=True)
+        note = {}
+        try:
+            train(cfg, sudoku_task(cfg))
+        except TrainingDiverged as e:   # expected of unnormalized ItrSA: ship the last good state, say so
+            print(f"[{entry.name}] {e}")
+            if e.last_checkpoint is None:
+                continue
+            note = {"diverged": f"non-finite loss at step {e.step}; shipped the step-{e.last_checkpoint} checkpoint"}
+        step = _latest_step(run)
+        if not note and (step is None or step < cfg.max_steps):
+            print(f"[{entry.name}] stopped at step {step} of {cfg.max_steps}: resume with the same command")
+            break
+        info = {**note, "name": entry.name, "claim": entry.claim, "date": datetime.date.today().isoformat(),
+                "device": f"{platform.processor() or platform.machine()} CPU ({platform.node()})",
+                "precision": cfg.matmul_precision,
+                "protocol": "CPU protocol (rsa_jax.configs.SUDOKU_CPU) with the plan entry's changes",
+                "plan_entry": {"kind": entry.kind, "model": entry.model, "train": entry.train},
+                "command": "python -m experiments.claims_runs train " + shlex.join(args.argv)}
+        pretrained.export_run(run, pretrained.root() / entry.name, info=info)
+        shutil.rmtree(parked, ignore_errors=True)
+        shipped.append(entry.name)
+        print(f"[{entry.name}] shipped as {pretrained.root() / entry.name}", flush=True)
+        if args.evaluate:
+            evaluate(entry, args.out / entry.name, shlex.split(args.eval_args))
+    return shipped
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(prog="python -m experiments.claims_runs", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("cmd", choices=("status", "train", "park"))
+    p.add_argument("--runs-dir", type=Path, default=Path("runs"), help="run directories (default: runs)")
+    p.add_argument("--steps", type=int, default=2880, help="optimizer steps per model (default 2880 = 32 epochs)")
+    p.add_argument("--budget", type=float, default=7200.0, help="train: wall-clock seconds in all (default 7200)")
+    p.add_argument("--min-budget", type=float, default=600.0,
+                   help="train: do not start a model with less than this many seconds left (default 600)")
+    p.add_argument("--only", nargs="+", default=None, help="train: only these planned names")
+    p.add_argument("--no-evaluate", dest="evaluate", action="store_false",
+                   help="train: ship finished models without the ID / OOD and Lyapunov evaluation")
+    p.add_argument("--eval-args", default="", help="train: extra flags of experiments.sudoku_ood (quoted)")
+    p.add_argument("--out", type=Path, default=Path("outputs/claims_runs"), help="evaluation outputs")
+    args = p.parse_args(argv)
+    args.argv = list(argv) if argv is not None else __import__("sys").argv[1:]
+    if args.cmd == "status":
+        rows = {e.name: status(e, args.runs_dir) for e in PLAN}
+        for e in PLAN:
+            print(f"{e.name:26s} {rows[e.name]:22s} {e.claim}")
+        return rows
+    if args.cmd == "park":
+        names = park(args.runs_dir)
+        print(f"parked under {pretrained.root() / RESUME_DIR}: {', '.join(names) or 'nothing'}")
+        return names
+    shipped = train_next(args)
+    print(json.dumps({"shipped": shipped}))
+    return shipped
+
+
+if __name__ == "__main__":
+    main()
