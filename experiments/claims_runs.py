@@ -10,12 +10,15 @@ the paper (Fig. 5 regularizers, Fig. S.1 heads, Fig. 4 oscillator-wise RMSNorm) 
         --budget 7200 > runs/claims_runs.log 2>&1 &       # the next unfinished models, within 2 h
     python -m experiments.claims_runs park                # unfinished runs -> pretrained/_resume/ (commit it)
 
-``train`` takes the planned models in order, skips shipped ones, restores a parked run when
-``runs/<name>`` is missing, trains (resuming exactly) until the model reaches ``--steps`` or the
-budget ends (``TrainConfig.time_budget``), and a finished model is shipped (``pretrained/<name>``,
-manifest with the plan entry, device and date), evaluated (``experiments.sudoku_ood``: ID / OOD
-curves) and given its Lyapunov exponents (``experiments.lyapunov --k 32``), both written into the
-manifest. A parked run is ~3 MB (parameters, Adam moments, EMA); it is deleted once the model ships.
+``train`` first evaluates shipped models whose evaluation is missing, then takes the planned models
+in order, skips shipped ones, restores a parked run when it is further along than ``runs/<name>``,
+trains (resuming exactly) until the model reaches ``--steps`` or the budget ends
+(``TrainConfig.time_budget``, minus ``--eval-reserve``), and a finished model is shipped
+(``pretrained/<name>``, manifest with the plan entry, device and date), evaluated
+(``experiments.sudoku_ood``: ID / OOD curves) and given its Lyapunov exponents
+(``experiments.lyapunov --k 32``), both written into the manifest. A parked run is ~3 MB
+(parameters, Adam moments, EMA); it is deleted once the model ships. A parked run resumed on another
+machine is exact only with the same device count (``data_parallel`` follows it; summation order).
 """
 
 from __future__ import annotations
@@ -55,7 +58,7 @@ PLAN = (
             claim="R_Spec helps most for AKOrN (Fig. 5); the paper's AKOrN lambda"),
     Planned("sudoku-itrsa-emulti-cpu", "itrsa", model={"orthogonal_vo": "cayley"},
             train={"penalty": "e_multi", "penalty_lam": 1e-4}, claim="R_E-multi hurts (Fig. 5)"),
-    Planned("sudoku-itrsa-nonorm-cpu", "itrsa", model={"norm": "none"}, train={"max_steps": 90},
+    Planned("sudoku-itrsa-nonorm-cpu", "itrsa", model={"norm": "none"}, train={"max_steps": 90, "checkpoint_every": 10},
             claim="max LE > 0 without normalization (trained one epoch, as the paper does: it diverges)"),
     Planned("sudoku-itrsa-h1-cpu", "itrsa", model={"heads": 1}, claim="H = 1 poor (Fig. S.1)"),
     Planned("sudoku-itrsa-h2-cpu", "itrsa", model={"heads": 2}, claim="H = 2 poor (Fig. S.1)"),
@@ -89,9 +92,9 @@ def _latest_step(run: Path):
 
 
 def status(entry: Planned, runs: Path) -> str:
-    """``shipped``, ``running/parked at step k`` or ``not started``."""
+    """``shipped``, ``shipped, not evaluated``, ``run/parked at step k`` or ``not started``."""
     if entry.name in pretrained.names():
-        return "shipped"
+        return "shipped" if evaluated(entry.name) else "shipped, not evaluated"
     for where, run in (("run", runs / entry.name), ("parked", pretrained.root() / RESUME_DIR / entry.name)):
         step = _latest_step(run) if run.is_dir() else None
         if step is not None:
@@ -118,13 +121,42 @@ def park(runs: Path) -> list:
     return parked
 
 
-def evaluate(entry: Planned, out: Path, eval_args: list) -> None:
-    """ID / OOD curves and Lyapunov exponents of a shipped model, into its manifest."""
+def evaluated(name: str) -> bool:
+    """Whether shipped model ``name``'s manifest has its accuracy curves and Lyapunov exponents."""
+    m = pretrained.manifest(name)
+    return "accuracy" in m and "lyapunov" in m
+
+
+def evaluate(entry: Planned, out: Path, eval_args: list) -> bool:
+    """ID / OOD curves and Lyapunov exponents of a shipped model, into its manifest; an error is
+    printed (the model stays "shipped, not evaluated" and the next ``train`` retries) and gives False."""
     from experiments import lyapunov, sudoku_ood
-    sudoku_ood.main(["--models", entry.kind, "--checkpoints", entry.name, "--out", str(out / "ood"), *eval_args])
-    pretrained.add_accuracy(entry.name, out / "ood" / "sudoku_ood.json")
-    lyapunov.main(["--checkpoint", entry.name, "--k", "32", "--out", str(out / "lyapunov")])
-    pretrained.add_lyapunov(entry.name, out / "lyapunov" / "lyapunov.json")
+    try:
+        sudoku_ood.main(["--models", entry.kind, "--checkpoints", entry.name, "--out", str(out / "ood"), *eval_args])
+        pretrained.add_accuracy(entry.name, out / "ood" / "sudoku_ood.json")
+        lyapunov.main(["--checkpoint", entry.name, "--k", "32", "--out", str(out / "lyapunov")])
+        pretrained.add_lyapunov(entry.name, out / "lyapunov" / "lyapunov.json")
+        return True
+    except Exception as e:   # noqa: BLE001 (one model's evaluation must not stop the queue)
+        print(f"[{entry.name}] evaluation failed: {type(e).__name__}: {e}", flush=True)
+        return False
+
+
+def _restore(run: Path, parked: Path) -> None:
+    """Replaces ``run`` by the parked copy when that is further along (or ``run`` has no checkpoint)."""
+    if not parked.is_dir():
+        return
+    here, there = _latest_step(run) if run.is_dir() else None, _latest_step(parked)
+    if there is not None and (here is None or there > here):
+        shutil.rmtree(run, ignore_errors=True)
+        shutil.copytree(parked, run)
+        print(f"[{run.name}] restored the parked run (step {there}) from {parked}")
+
+
+def _device() -> str:
+    import jax
+    d = jax.devices()[0]
+    return f"{jax.device_count()} x {d.device_kind} ({d.platform}; {platform.processor() or platform.machine()})"
 
 
 def train_next(args) -> list:
@@ -132,16 +164,19 @@ def train_next(args) -> list:
     from rsa_jax.tasks.sudoku import sudoku_task
     from rsa_jax.train import TrainingDiverged, train
     started, shipped = time.time(), []
-    todo = [e for e in PLAN if e.name not in pretrained.names() and (not args.only or e.name in args.only)]
-    for entry in todo:
-        left = args.budget - (time.time() - started)
+    wanted = [e for e in PLAN if not args.only or e.name in args.only]
+    if args.evaluate:   # models shipped earlier whose evaluation did not happen or failed
+        for entry in wanted:
+            if entry.name in pretrained.names() and not evaluated(entry.name):
+                evaluate(entry, args.out / entry.name, shlex.split(args.eval_args))
+    reserve = args.eval_reserve if args.evaluate else 0.0
+    for entry in [e for e in wanted if e.name not in pretrained.names()]:
+        left = args.budget - (time.time() - started) - reserve
         if left < args.min_budget:
             print(f"[{entry.name}] {left:.0f}s of the budget left (< {args.min_budget}s): stopping")
             break
         run, parked = args.runs_dir / entry.name, pretrained.root() / RESUME_DIR / entry.name
-        if not run.exists() and parked.is_dir():
-            shutil.copytree(parked, run)
-            print(f"[{entry.name}] restored the parked run from {parked}")
+        _restore(run, parked)
         cfg = config(entry, args.steps, run, left)
         print(f"[{entry.name}] training ({entry.claim}); {left:.0f}s left", flush=True)
         note = {}
@@ -150,19 +185,21 @@ def train_next(args) -> list:
         except TrainingDiverged as e:   # expected of unnormalized ItrSA: ship the last good state, say so
             print(f"[{entry.name}] {e}")
             if e.last_checkpoint is None:
+                print(f"[{entry.name}] nothing to ship (no checkpoint before the divergence); next model")
                 continue
-            note = {"diverged": f"non-finite loss at step {e.step}; shipped the step-{e.last_checkpoint} checkpoint"}
+            note = {"diverged": f"non-finite loss at step {e.step}; shipped the step-{e.last_checkpoint} checkpoint",
+                    "steps": e.last_checkpoint, "examples_seen": e.last_checkpoint * cfg.batch_size}
         step = _latest_step(run)
         if not note and (step is None or step < cfg.max_steps):
             print(f"[{entry.name}] stopped at step {step} of {cfg.max_steps}: resume with the same command")
             break
         info = {**note, "name": entry.name, "claim": entry.claim, "date": datetime.date.today().isoformat(),
-                "device": f"{platform.processor() or platform.machine()} CPU ({platform.node()})",
+                "device": _device(),
                 "precision": cfg.matmul_precision,
                 "protocol": "CPU protocol (rsa_jax.configs.SUDOKU_CPU) with the plan entry's changes",
                 "plan_entry": {"kind": entry.kind, "model": entry.model, "train": entry.train},
                 "command": "python -m experiments.claims_runs train " + shlex.join(args.argv)}
-        pretrained.export_run(run, pretrained.root() / entry.name, info=info)
+        pretrained.export_run(run, pretrained.root() / entry.name, info=info, step=note.get("steps"))
         shutil.rmtree(parked, ignore_errors=True)
         shipped.append(entry.name)
         print(f"[{entry.name}] shipped as {pretrained.root() / entry.name}", flush=True)
@@ -183,10 +220,15 @@ def main(argv=None):
     p.add_argument("--only", nargs="+", default=None, help="train: only these planned names")
     p.add_argument("--no-evaluate", dest="evaluate", action="store_false",
                    help="train: ship finished models without the ID / OOD and Lyapunov evaluation")
+    p.add_argument("--eval-reserve", type=float, default=600.0,
+                   help="train: seconds of the budget kept for evaluating the last model shipped (default 600)")
     p.add_argument("--eval-args", default="", help="train: extra flags of experiments.sudoku_ood (quoted)")
     p.add_argument("--out", type=Path, default=Path("outputs/claims_runs"), help="evaluation outputs")
     args = p.parse_args(argv)
     args.argv = list(argv) if argv is not None else __import__("sys").argv[1:]
+    unknown = sorted(set(args.only or ()) - {e.name for e in PLAN})
+    if unknown:
+        p.error(f"--only: not planned: {unknown}; planned: {[e.name for e in PLAN]}")
     if args.cmd == "status":
         rows = {e.name: status(e, args.runs_dir) for e in PLAN}
         for e in PLAN:

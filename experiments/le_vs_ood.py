@@ -35,7 +35,8 @@ def point(name: str) -> dict:
     m = pretrained.manifest(name)
     le, ood = m.get("lyapunov"), (m.get("accuracy") or {}).get("ood")
     rec = {"name": name, "kind": (m.get("model") or {}).get("kind"), "norm": (m.get("model") or {}).get("norm"),
-           "max_le": le and le["max_le"], "mean_le": le and le.get("mean_le"), "le_T": le and le["T"],
+           "max_le": le and le["max_le"], "mean_le": le and le.get("mean_le"),
+           "mean_le_leading_k": le and le.get("mean_le_leading_k"), "le_T": le and le["T"],
            "le_k": le and le.get("k"), "ood_steps": ood and ood["steps"], "ood_board_acc": ood and ood["board_acc"],
            "ood_split": ood and ood.get("split")}
     if ood:
@@ -59,6 +60,7 @@ def missing_note(rec: dict) -> str:
 
 
 def plot(records: list):
+    horizons = sorted({r["le_T"] for r in records})
     fig, ax = plt.subplots(figsize=(5.6, 4.0))
     for i, r in enumerate(records):
         color = f"C{i % 10}"
@@ -66,7 +68,8 @@ def plot(records: list):
         ax.plot(r["max_le"], 100 * r["ood_best"], "o", mfc="none", color=color)
         ax.plot(r["max_le"], 100 * r["ood_last"], "o", color=color, label=f"{r['name']} (T_eval {r['t_last']})")
     ax.axvline(0.0, color="gray", lw=0.8)
-    ax.set(xlabel="max Lyapunov exponent (T = 16)", ylabel="OOD (RRN test) board accuracy [%]",
+    ax.set(xlabel=f"max Lyapunov exponent (T = {', '.join(map(str, horizons))})",
+           ylabel="OOD (RRN test) board accuracy [%]",
            title="max LE vs test-time scaling (filled: largest T_eval; hollow: best)")
     ax.legend(fontsize=7)
     fig.tight_layout()
@@ -87,8 +90,11 @@ def main(argv=None) -> dict:
         note = missing_note(r)
         if note:
             print(f"[{r['name']}] not plotted; to fill it: {note}")
-    rows = [[r["name"], r["kind"], r["norm"], r["max_le"], "-" if r["mean_le"] is None else r["mean_le"],
-             r["le_k"] or "all", f"{100 * r['ood_board_acc'][0]:.1f}", f"{100 * r['ood_best']:.1f} @ {r['t_best']}",
+    mean = lambda r: (r["mean_le"] if r["mean_le"] is not None
+                      else f"{r['mean_le_leading_k']:.4g} (leading {r['le_k']})" if r["mean_le_leading_k"] is not None
+                      else "-")
+    rows = [[r["name"], r["kind"], r["norm"], r["max_le"], mean(r), r["le_k"] or "all",
+             f"{100 * r['ood_board_acc'][0]:.1f}", f"{100 * r['ood_best']:.1f} @ {r['t_best']}",
              f"{100 * r['ood_last']:.1f} @ {r['t_last']}"] for r in ready]
     print_table(rows, ["model", "kind", "norm", "max LE", "mean LE", "exponents", "OOD board (first T)",
                        "OOD best", "OOD last"])

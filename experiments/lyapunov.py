@@ -136,7 +136,8 @@ def main(argv=None):
             ex = spectra(step, params, c, scale * x0, T=T, k=args.k, sweeps=args.sweeps)
             mx, mn = np.asarray(max_lyapunov(ex, num_null)), np.asarray(mean_lyapunov(ex, num_null))
             rec = {"model": label, "checkpoint": ckpt, "heads": int(params["attn"]["wq"].shape[0]), "scale": scale,
-                   "eta": float(params["eta"]), "wv_norm": wv, "wo_norm": wo, "T": T, "num_null": num_null,
+                   "eta": float(params["eta"]), "eta_overridden": eta is not None, "wv_norm": wv, "wo_norm": wo,
+                   "T": T, "num_null": num_null,
                    "max_le": mx.mean(), "mean_le": mn.mean(), "max_le_per_sample": mx, "mean_le_per_sample": mn,
                    "seconds": time.perf_counter() - t0, "exponents": np.asarray(ex)}
             records.append(rec)

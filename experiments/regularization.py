@@ -187,12 +187,13 @@ def model_config(args, kind: str, variant: str) -> ModelConfig:
 
 def train_config(args, kind: str, variant: str, lam: float = 0.0) -> TrainConfig:
     """Training config of one run; the paper's penalties are config fields (recorded in config.json)."""
-    named = variant in ("spec", "e_multi", "e_single")
+    named = variant in ("spec", "e_multi", "e_single") and lam > 0
     return TrainConfig(model=model_config(args, kind, variant), t_train=args.t_train, batch_size=args.batch_size,
                        epochs=args.epochs, lr=args.lr, max_steps=args.max_steps, progress=False,
                        eval_every=args.eval_every, checkpoint_every=args.checkpoint_every, keep_checkpoints=1,
                        log_every=10, data_dir=args.data_dir, penalty=variant if named else "none",
-                       penalty_lam=lam if named else 0.0, spec_layout=args.spec_layout)
+                       penalty_lam=lam if named else 0.0,
+                       spec_layout=args.spec_layout if variant == "spec" else "separate")
 
 
 def make_penalties(args, variant: str, lam: float) -> list:

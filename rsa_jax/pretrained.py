@@ -199,7 +199,8 @@ def run_summary(run_dir) -> dict:
     train = [r for r in recs if "loss" in r]
     evals = [r for r in recs if any(k.startswith("eval") for k in r)]
     cfg = json.loads((Path(run_dir) / "config.json").read_text())["config"]
-    keep = ("t_train", "batch_size", "lr", "ema_decay", "ema_every", "ema_after", "seed", "train_limit")
+    keep = ("t_train", "batch_size", "lr", "ema_decay", "ema_every", "ema_after", "seed", "train_limit", "max_steps",
+            "penalty", "penalty_lam", "spec_layout", "augment")
     steps = train[-1]["step"] if train else 0
     wall = round(recs[-1]["wall"], 1) if recs else 0.0
     return {"steps": steps, "examples_seen": steps * cfg.get("batch_size", 0), "train_seconds": wall,
@@ -237,8 +238,9 @@ def add_lyapunov(name: str, results) -> dict:
     was computed (``k`` is None); with ``--k`` it is the mean of the leading k and is stored as
     ``mean_le_leading_k``."""
     rec = json.loads(Path(results).read_text())
+    own_eta = rec["config"].get("eta") in (None, [None])    # files written before records said it
     plain = [r for r in rec["records"] if r.get("checkpoint") == name and r["scale"] == 1.0
-             and r["wv_norm"] is None and r["wo_norm"] is None and r["eta"] == rec["records"][0]["eta"]]
+             and r["wv_norm"] is None and r["wo_norm"] is None and not r.get("eta_overridden", not own_eta)]
     if not plain:
         raise PretrainedError(f"{results}: no unswept record of {name} (run experiments.lyapunov --checkpoint {name})")
     r, k = plain[0], rec["config"].get("k")

@@ -188,11 +188,11 @@ def _tqdm(total, initial, enabled):
                 dynamic_ncols=True, desc="train")
 
 
-def _warn_config_change(old: dict, new: dict) -> None:
+def _warn_config_change(old: dict, new: dict, defaults: dict) -> None:
     ignore = {"epochs", "max_steps", "time_budget", "eval_live", "checkpoint_every", "keep_checkpoints", "log_every",
               "eval_every", "progress", "out", "data_dir", "eval_limit", "data_parallel"}
-    # a field missing from an older config.json had its default then: not a change
-    changed = [k for k in set(old) & set(new) if k not in ignore and old[k] != new[k]]
+    old = {**defaults, **old}   # a field missing from an older config.json had its default then
+    changed = [k for k in set(old) | set(new) if k not in ignore and old.get(k) != new.get(k)]
     if changed:
         warnings.warn("resuming with a changed config: " + ", ".join(
             f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in sorted(changed)), stacklevel=3)
@@ -247,7 +247,8 @@ def train(cfg: TrainConfig, task: Task, penalties: Sequence = (), resume: bool =
             if resume and latest is not None:
                 old = out / CONFIG_FILE
                 if old.exists():
-                    _warn_config_change(json.loads(old.read_text()).get("config", {}), record["config"])
+                    _warn_config_change(json.loads(old.read_text()).get("config", {}), record["config"],
+                                        config_to_dict(type(cfg)()))
                 state, meta = restore_checkpoint(mngr, latest, state)
                 start = int(meta["step"])
             history = read_history(metrics_path, start)

@@ -69,16 +69,20 @@ def make_penalties(cfg: TrainConfig) -> tuple:
     """
     from rsa_jax.regularizers import EnergyPenalty, SpecPenalty
     name, lam = cfg.penalty, float(cfg.penalty_lam)
+    if name not in ("none", "spec", "e_multi", "e_single"):
+        raise ValueError(f"penalty must be 'none', 'spec', 'e_multi' or 'e_single'; got {name!r}")
     if name == "none":
+        if lam != 0.0:
+            raise ValueError(f"penalty_lam={lam:g} without a penalty; set --penalty (spec, e_multi, e_single)")
         return ()
+    if not lam > 0.0:
+        raise ValueError(f"penalty {name!r} needs penalty_lam > 0; got {lam:g}")
     if name == "spec":
         return (SpecPenalty(lam, layout=cfg.spec_layout),)
-    if name in ("e_multi", "e_single"):
-        heads = getattr(cfg.model, "heads", 1)
-        if name == "e_single" and heads != 1:
-            raise ValueError(f"penalty 'e_single' (R_E-single) is defined for one head; model has heads={heads}")
-        return (EnergyPenalty(lam, kind=name.removeprefix("e_")),)
-    raise ValueError(f"penalty must be 'none', 'spec', 'e_multi' or 'e_single'; got {name!r}")
+    heads = getattr(cfg.model, "heads", 1)
+    if name == "e_single" and heads != 1:
+        raise ValueError(f"penalty 'e_single' (R_E-single) is defined for one head; model has heads={heads}")
+    return (EnergyPenalty(lam, kind=name.removeprefix("e_")),)
 
 
 def split_model(model: nnx.Module):

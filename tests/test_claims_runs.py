@@ -60,7 +60,10 @@ def test_train_ships_evaluates_parks_and_resumes(setup, capsys):
     assert steps == [1, 2]                              # step 1 before parking, step 2 after the restore
     assert not (tmp / "pre" / claims_runs.RESUME_DIR / "t-akorn-h1").exists()
     assert pretrained.load("t-akorn-h1")[0].config.heads == 1
-    # a budget too small to start anything stops at once; status reads the shipped models
-    assert claims_runs.main(["train", "--budget", "1", *flags]) == []
+    assert claims_runs.status(PLAN[2], runs) == "shipped, not evaluated"
+    # the next `train` evaluates it first; a budget too small to train anything then stops at once
+    assert claims_runs.main(["train", "--budget", "1", "--eval-args", eval_args, *flags]) == []
     rows = claims_runs.main(["status", *flags])
     assert rows == {"t-itrsa": "not started", "t-itrsa-spec": "shipped", "t-akorn-h1": "shipped"}
+    with pytest.raises(SystemExit):
+        claims_runs.main(["train", "--only", "t-unknown", *flags])

@@ -263,7 +263,7 @@ def test_augment_keeps_puzzles_valid_and_is_deterministic():
     assert np.array_equal(a.num_givens, s.num_givens)
     assert not np.array_equal(a.solutions, s.solutions)
     assert np.array_equal(S.augment(s, np.random.default_rng(0)).puzzles, a.puzzles)
-    # a symmetry: digit counts per puzzle are permuted, the multiset of row-wise given counts per band too
+    # a relabelling permutes the digits: the sorted digit counts of every puzzle are unchanged
     counts = lambda g: np.sort(np.stack([np.bincount(r, minlength=10)[1:] for r in g]), axis=1)
     np.testing.assert_array_equal(counts(a.puzzles), counts(s.puzzles))
     # batches: same (seed, epoch) -> same augmented stream; augmentation off -> the plain puzzles

@@ -339,9 +339,32 @@ def test_make_penalties_rejects_bad_names():
     with pytest.raises(ValueError, match="one head"):
         make_penalties(TrainConfig(penalty="e_single", penalty_lam=1.0))   # default model has 8 heads
     with pytest.raises(ValueError, match="layout"):
-        make_penalties(TrainConfig(penalty="spec", spec_layout="stacked"))
+        make_penalties(TrainConfig(penalty="spec", penalty_lam=1.0, spec_layout="stacked"))
+    with pytest.raises(ValueError, match="needs penalty_lam > 0"):
+        make_penalties(TrainConfig(penalty="spec"))                        # recorded as 'spec' but no penalty
+    with pytest.raises(ValueError, match="without a penalty"):
+        make_penalties(TrainConfig(penalty_lam=1e-4))
     (p,) = make_penalties(TrainConfig(penalty="e_multi", penalty_lam=1e-4))
     assert (p.kind, p.lam) == ("multi", 1e-4)
+
+
+def test_resume_warns_on_changed_config_and_fields_missing_from_old_runs(tmp_path):
+    """A resumed run compares configs: a changed field warns; a field an older config.json lacks counts
+    as its default (no warning when the new run keeps the default, a warning when it does not)."""
+    import warnings
+    cfg = TrainConfig(epochs=1, lr=1e-2, checkpoint_every=2, log_every=1, progress=False, out=str(tmp_path))
+    with pytest.raises(Killed):
+        train(cfg, killing(toy_task(), 3, 4))
+    path = tmp_path / "config.json"
+    rec = json.loads(path.read_text())
+    del rec["config"]["weight_decay"]                       # as written before the field existed
+    path.write_text(json.dumps(rec))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        train(dataclasses.replace(cfg, epochs=2, max_steps=5), toy_task())     # ignored fields, default kept
+    path.write_text(json.dumps(rec))
+    with pytest.warns(UserWarning, match=r"grad_clip: 1\.0 -> 0\.5, weight_decay: 0\.0 -> 0\.1"):
+        train(dataclasses.replace(cfg, epochs=2, grad_clip=0.5, weight_decay=0.1), toy_task())
 
 
 def test_ema_matches_ema_pytorch_schedule():
