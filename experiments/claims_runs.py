@@ -9,6 +9,7 @@ the paper (Fig. 5 regularizers, Fig. S.1 heads, Fig. 4 oscillator-wise RMSNorm) 
     XLA_FLAGS=--xla_force_host_platform_device_count=2 nohup python -m experiments.claims_runs train \\
         --budget 7200 > runs/claims_runs.log 2>&1 &       # the next unfinished models, within 2 h
     python -m experiments.claims_runs park                # unfinished runs -> pretrained/_resume/ (commit it)
+    python -m experiments.claims_runs park --ship-partial # ... and ship their EMA weights now, marked partial
 
 ``train`` first evaluates shipped models whose evaluation is missing, then takes the planned models
 in order, skips shipped ones, restores a parked run when it is further along than ``runs/<name>``,
@@ -19,6 +20,8 @@ trains (resuming exactly) until the model reaches ``--steps`` or the budget ends
 (``experiments.lyapunov --k 32``), both written into the manifest. A parked run is ~3 MB
 (parameters, Adam moments, EMA); it is deleted once the model ships. A parked run resumed on another
 machine is exact only with the same device count (``data_parallel`` follows it; summation order).
+``park --ship-partial`` also ships an unfinished model (its manifest says ``partial``: step k of
+``--steps``), so that the experiments can use it meanwhile; ``train`` continues it and replaces it.
 """
 
 from __future__ import annotations
@@ -93,24 +96,32 @@ def _latest_step(run: Path):
 
 def status(entry: Planned, runs: Path) -> str:
     """``shipped``, ``shipped, not evaluated``, ``run/parked at step k`` or ``not started``."""
-    if entry.name in pretrained.names():
+    if finished(entry.name):
         return "shipped" if evaluated(entry.name) else "shipped, not evaluated"
+    partial = "shipped partial, " if entry.name in pretrained.names() else ""
     for where, run in (("run", runs / entry.name), ("parked", pretrained.root() / RESUME_DIR / entry.name)):
         step = _latest_step(run) if run.is_dir() else None
         if step is not None:
-            return f"{where} at step {step}"
+            return f"{partial}{where} at step {step}"
     return "not started"
 
 
-def park(runs: Path) -> list:
+def park(runs: Path, steps: int, ship_partial: bool = False, info: dict | None = None) -> list:
     """Copies every unfinished planned run (config, metrics, latest checkpoint) under
-    ``pretrained/_resume/<name>``; returns the names parked."""
+    ``pretrained/_resume/<name>``, and with ``ship_partial`` ships its EMA weights marked partial
+    (``info``: further manifest fields, e.g. the command that trained it so far); returns the names parked."""
     parked = []
     for entry in PLAN:
         run, dest = runs / entry.name, pretrained.root() / RESUME_DIR / entry.name
-        step = _latest_step(run) if run.is_dir() and entry.name not in pretrained.names() else None
+        step = _latest_step(run) if run.is_dir() and not finished(entry.name) else None
         if step is None:
             continue
+        if ship_partial:
+            target = entry.train.get("max_steps", steps)
+            info = {**_info(entry, "python -m experiments.claims_runs train  (continues it)"),
+                    "partial": f"step {step} of {target}; `python -m experiments.claims_runs train` continues it",
+                    **(info or {})}
+            pretrained.export_run(run, pretrained.root() / entry.name, info=info)
         shutil.rmtree(dest, ignore_errors=True)
         (dest / "checkpoints").mkdir(parents=True)
         for f in ("config.json", "metrics.jsonl"):
@@ -119,6 +130,11 @@ def park(runs: Path) -> list:
         shutil.copytree(run / "checkpoints" / str(step), dest / "checkpoints" / str(step))
         parked.append(entry.name)
     return parked
+
+
+def finished(name: str) -> bool:
+    """Whether ``name`` is shipped and not marked partial."""
+    return name in pretrained.names() and not pretrained.manifest(name).get("partial")
 
 
 def evaluated(name: str) -> bool:
@@ -153,6 +169,14 @@ def _restore(run: Path, parked: Path) -> None:
         print(f"[{run.name}] restored the parked run (step {there}) from {parked}")
 
 
+def _info(entry: Planned, command: str) -> dict:
+    """Manifest fields of a planned model."""
+    return {"name": entry.name, "claim": entry.claim, "date": datetime.date.today().isoformat(),
+            "device": _device(), "precision": base_config().matmul_precision,
+            "protocol": "CPU protocol (rsa_jax.configs.SUDOKU_CPU) with the plan entry's changes",
+            "plan_entry": {"kind": entry.kind, "model": entry.model, "train": entry.train}, "command": command}
+
+
 def _device() -> str:
     import jax
     d = jax.devices()[0]
@@ -167,10 +191,10 @@ def train_next(args) -> list:
     wanted = [e for e in PLAN if not args.only or e.name in args.only]
     if args.evaluate:   # models shipped earlier whose evaluation did not happen or failed
         for entry in wanted:
-            if entry.name in pretrained.names() and not evaluated(entry.name):
+            if finished(entry.name) and not evaluated(entry.name):
                 evaluate(entry, args.out / entry.name, shlex.split(args.eval_args))
     reserve = args.eval_reserve if args.evaluate else 0.0
-    for entry in [e for e in wanted if e.name not in pretrained.names()]:
+    for entry in [e for e in wanted if not finished(e.name)]:
         left = args.budget - (time.time() - started) - reserve
         if left < args.min_budget:
             print(f"[{entry.name}] {left:.0f}s of the budget left (< {args.min_budget}s): stopping")
@@ -193,12 +217,7 @@ def train_next(args) -> list:
         if not note and (step is None or step < cfg.max_steps):
             print(f"[{entry.name}] stopped at step {step} of {cfg.max_steps}: resume with the same command")
             break
-        info = {**note, "name": entry.name, "claim": entry.claim, "date": datetime.date.today().isoformat(),
-                "device": _device(),
-                "precision": cfg.matmul_precision,
-                "protocol": "CPU protocol (rsa_jax.configs.SUDOKU_CPU) with the plan entry's changes",
-                "plan_entry": {"kind": entry.kind, "model": entry.model, "train": entry.train},
-                "command": "python -m experiments.claims_runs train " + shlex.join(args.argv)}
+        info = {**note, **_info(entry, "python -m experiments.claims_runs train " + shlex.join(args.argv))}
         pretrained.export_run(run, pretrained.root() / entry.name, info=info, step=note.get("steps"))
         shutil.rmtree(parked, ignore_errors=True)
         shipped.append(entry.name)
@@ -223,6 +242,9 @@ def main(argv=None):
     p.add_argument("--eval-reserve", type=float, default=600.0,
                    help="train: seconds of the budget kept for evaluating the last model shipped (default 600)")
     p.add_argument("--eval-args", default="", help="train: extra flags of experiments.sudoku_ood (quoted)")
+    p.add_argument("--ship-partial", action="store_true",
+                   help="park: also ship each unfinished model now (manifest marked partial; train replaces it)")
+    p.add_argument("--info", default="{}", help="park --ship-partial: extra manifest fields (a JSON object)")
     p.add_argument("--out", type=Path, default=Path("outputs/claims_runs"), help="evaluation outputs")
     args = p.parse_args(argv)
     args.argv = list(argv) if argv is not None else __import__("sys").argv[1:]
@@ -235,7 +257,7 @@ def main(argv=None):
             print(f"{e.name:26s} {rows[e.name]:22s} {e.claim}")
         return rows
     if args.cmd == "park":
-        names = park(args.runs_dir)
+        names = park(args.runs_dir, args.steps, args.ship_partial, json.loads(args.info))
         print(f"parked under {pretrained.root() / RESUME_DIR}: {', '.join(names) or 'nothing'}")
         return names
     shipped = train_next(args)

@@ -225,7 +225,8 @@ def describe(kind: str, prov: dict) -> str:
     keys = ("command", "device", "date", "steps", "epochs", "train_seconds")
     extra = ", ".join(f"{k} {prov[k]}" for k in keys[1:] if k in prov)
     cmd = f"\n    trained by: {prov['command']}" if "command" in prov else ""
-    return f"[{kind}] {prov['source']}" + (f"; {extra}" if extra else "") + cmd
+    partial = f"\n    PARTLY TRAINED: {prov['partial']}" if prov.get("partial") else ""
+    return f"[{kind}] {prov['source']}" + (f"; {extra}" if extra else "") + cmd + partial
 
 
 def main(argv=None):

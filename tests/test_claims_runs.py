@@ -49,9 +49,11 @@ def test_train_ships_evaluates_parks_and_resumes(setup, capsys):
     cfg = claims_runs.config(PLAN[2], 2, runs / "t-akorn-h1", None)
     train(dataclasses.replace(cfg, max_steps=1), sudoku_task(cfg))
     assert claims_runs.status(PLAN[2], runs) == "run at step 1"
-    assert claims_runs.main(["park", *flags]) == ["t-akorn-h1"]
+    assert claims_runs.main(["park", "--ship-partial", "--info", '{"command": "earlier"}', *flags]) == ["t-akorn-h1"]
+    m = pretrained.manifest("t-akorn-h1")
+    assert m["partial"].startswith("step 1 of 2") and m["command"] == "earlier" and m["steps"] == 1
     shutil.rmtree(runs / "t-akorn-h1")
-    assert claims_runs.status(PLAN[2], runs) == "parked at step 1"
+    assert claims_runs.status(PLAN[2], runs) == "shipped partial, parked at step 1"
     capsys.readouterr()
     assert claims_runs.main(["train", "--only", "t-akorn-h1", "--no-evaluate", *flags]) == ["t-akorn-h1"]
     assert "restored the parked run" in capsys.readouterr().out
@@ -60,6 +62,7 @@ def test_train_ships_evaluates_parks_and_resumes(setup, capsys):
     assert steps == [1, 2]                              # step 1 before parking, step 2 after the restore
     assert not (tmp / "pre" / claims_runs.RESUME_DIR / "t-akorn-h1").exists()
     assert pretrained.load("t-akorn-h1")[0].config.heads == 1
+    assert "partial" not in pretrained.manifest("t-akorn-h1") and pretrained.manifest("t-akorn-h1")["steps"] == 2
     assert claims_runs.status(PLAN[2], runs) == "shipped, not evaluated"
     # the next `train` evaluates it first; a budget too small to train anything then stops at once
     assert claims_runs.main(["train", "--budget", "1", "--eval-args", eval_args, *flags]) == []
