@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from rsa_jax import pretrained
+from rsa_jax.runs import latest_step
 
 RESUME_DIR = "_resume"
 
@@ -89,18 +90,13 @@ def config(entry: Planned, steps: int, out: Path, budget: float | None):
                                data_parallel=data_parallel, **train)
 
 
-def _latest_step(run: Path):
-    ckpts = [int(p.name) for p in (run / "checkpoints").glob("*") if p.name.isdigit()]
-    return max(ckpts, default=None)
-
-
 def status(entry: Planned, runs: Path) -> str:
     """``shipped``, ``shipped, not evaluated``, ``run/parked at step k`` or ``not started``."""
     if finished(entry.name):
         return "shipped" if evaluated(entry.name) else "shipped, not evaluated"
     partial = "shipped partial, " if entry.name in pretrained.names() else ""
     for where, run in (("run", runs / entry.name), ("parked", pretrained.root() / RESUME_DIR / entry.name)):
-        step = _latest_step(run) if run.is_dir() else None
+        step = latest_step(run)
         if step is not None:
             return f"{partial}{where} at step {step}"
     return "not started"
@@ -113,15 +109,15 @@ def park(runs: Path, steps: int, ship_partial: bool = False, info: dict | None =
     parked = []
     for entry in PLAN:
         run, dest = runs / entry.name, pretrained.root() / RESUME_DIR / entry.name
-        step = _latest_step(run) if run.is_dir() and not finished(entry.name) else None
+        step = None if finished(entry.name) else latest_step(run)
         if step is None:
             continue
         if ship_partial:
             target = entry.train.get("max_steps", steps)
-            info = {**_info(entry, "python -m experiments.claims_runs train  (continues it)"),
-                    "partial": f"step {step} of {target}; `python -m experiments.claims_runs train` continues it",
-                    **(info or {})}
-            pretrained.export_run(run, pretrained.root() / entry.name, info=info)
+            fields = {**_info(entry, "python -m experiments.claims_runs train  (continues it)"),
+                      "partial": f"step {step} of {target}; `python -m experiments.claims_runs train` continues it",
+                      **(info or {})}
+            pretrained.export_run(run, pretrained.root() / entry.name, info=fields)
         shutil.rmtree(dest, ignore_errors=True)
         (dest / "checkpoints").mkdir(parents=True)
         for f in ("config.json", "metrics.jsonl"):
@@ -162,7 +158,7 @@ def _restore(run: Path, parked: Path) -> None:
     """Replaces ``run`` by the parked copy when that is further along (or ``run`` has no checkpoint)."""
     if not parked.is_dir():
         return
-    here, there = _latest_step(run) if run.is_dir() else None, _latest_step(parked)
+    here, there = latest_step(run), latest_step(parked)
     if there is not None and (here is None or there > here):
         shutil.rmtree(run, ignore_errors=True)
         shutil.copytree(parked, run)
@@ -187,12 +183,12 @@ def train_next(args) -> list:
     """Trains the planned models in order within ``args.budget`` seconds; returns the names shipped."""
     from rsa_jax.tasks.sudoku import sudoku_task
     from rsa_jax.train import TrainingDiverged, train
-    started, shipped = time.time(), []
+    started, shipped, eval_args = time.time(), [], shlex.split(args.eval_args)
     wanted = [e for e in PLAN if not args.only or e.name in args.only]
     if args.evaluate:   # models shipped earlier whose evaluation did not happen or failed
         for entry in wanted:
             if finished(entry.name) and not evaluated(entry.name):
-                evaluate(entry, args.out / entry.name, shlex.split(args.eval_args))
+                evaluate(entry, args.out / entry.name, eval_args)
     reserve = args.eval_reserve if args.evaluate else 0.0
     for entry in [e for e in wanted if not finished(e.name)]:
         left = args.budget - (time.time() - started) - reserve
@@ -213,7 +209,7 @@ def train_next(args) -> list:
                 continue
             note = {"diverged": f"non-finite loss at step {e.step}; shipped the step-{e.last_checkpoint} checkpoint",
                     "steps": e.last_checkpoint, "examples_seen": e.last_checkpoint * cfg.batch_size}
-        step = _latest_step(run)
+        step = latest_step(run)
         if not note and (step is None or step < cfg.max_steps):
             print(f"[{entry.name}] stopped at step {step} of {cfg.max_steps}: resume with the same command")
             break
@@ -223,7 +219,7 @@ def train_next(args) -> list:
         shipped.append(entry.name)
         print(f"[{entry.name}] shipped as {pretrained.root() / entry.name}", flush=True)
         if args.evaluate:
-            evaluate(entry, args.out / entry.name, shlex.split(args.eval_args))
+            evaluate(entry, args.out / entry.name, eval_args)
     return shipped
 
 

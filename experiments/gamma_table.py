@@ -43,6 +43,7 @@ from experiments.sudoku_sweep import (CHECKPOINT_HELP, OSCILLATOR_MODELS, add_tr
                                       load_checkpoints, load_sets, mean_std, oscillator_key, oscillator_train_config,
                                       train_variant)
 from rsa_jax.configs import OSCILLATOR_CPU, OSCILLATOR_FULL, apply_preset
+from rsa_jax.runs import latest_step
 from rsa_jax.train import load_model
 
 #: Table S.1 of the paper (appendix OCR, /work/shared/reference/paper_appendix_ocr.txt), ItrSA with
@@ -106,12 +107,6 @@ def resolve(args: argparse.Namespace) -> argparse.Namespace:
 def run_dir(args, key: str, n: int, seed: int) -> Path:
     """``<runs-from>/<key>_N<n>/seed_<seed>``."""
     return Path(args.runs_from) / f"{key}_N{n}" / f"seed_{seed}"
-
-
-def latest_step(path: Path) -> int | None:
-    """Newest checkpoint step of a run directory (None if there is none)."""
-    steps = [int(p.name) for p in (Path(path) / "checkpoints").glob("*") if p.name.isdigit()]
-    return max(steps) if steps else None
 
 
 def _differences(cfg, expected) -> list:

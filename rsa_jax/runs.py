@@ -41,6 +41,12 @@ def checkpoint_manager(directory: Path, keep: int) -> ocp.CheckpointManager:
     return ocp.CheckpointManager(Path(directory).resolve(), options=options)
 
 
+def latest_step(run_dir) -> Optional[int]:
+    """Newest checkpoint step of a run directory, read off the folder names (no Orbax); None if none."""
+    steps = [int(p.name) for p in (Path(run_dir) / CHECKPOINT_DIR).glob("*") if p.name.isdigit()]
+    return max(steps, default=None)
+
+
 def save_checkpoint(mngr, state: TrainState, meta: dict) -> None:
     """Saves ``state`` (params, EMA, optimizer, step, key, penalty states) and ``meta`` at ``meta["step"]``."""
     mngr.save(int(meta["step"]), args=ocp.args.Composite(
