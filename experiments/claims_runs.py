@@ -56,17 +56,19 @@ class Planned(NamedTuple):
 PLAN = (
     Planned("sudoku-itrsa-cpu", "itrsa", claim="baseline (ItrSA with RMSNorm)"),
     Planned("sudoku-akorn-cpu", "akorn", claim="baseline (AKOrN)"),
+    Planned("sudoku-itrsa-nonorm-cpu", "itrsa", model={"norm": "none"}, train={"max_steps": 90, "checkpoint_every": 10},
+            claim="max LE > 0 without normalization (trained one epoch, as the paper does: it diverges)"),
     Planned("sudoku-itrsa-spec-cpu", "itrsa", train={"penalty": "spec", "penalty_lam": 1e-4},
             claim="R_Spec helps (Fig. 5); the paper's ItrSA lambda, W^Q, W^K, W^V, W^O taken apart"),
     Planned("sudoku-akorn-spec-cpu", "akorn", train={"penalty": "spec", "penalty_lam": 1e-5},
             claim="R_Spec helps most for AKOrN (Fig. 5); the paper's AKOrN lambda"),
     Planned("sudoku-itrsa-emulti-cpu", "itrsa", model={"orthogonal_vo": "cayley"},
             train={"penalty": "e_multi", "penalty_lam": 1e-4}, claim="R_E-multi hurts (Fig. 5)"),
-    Planned("sudoku-itrsa-nonorm-cpu", "itrsa", model={"norm": "none"}, train={"max_steps": 90, "checkpoint_every": 10},
-            claim="max LE > 0 without normalization (trained one epoch, as the paper does: it diverges)"),
     Planned("sudoku-itrsa-h1-cpu", "itrsa", model={"heads": 1}, claim="H = 1 poor (Fig. S.1)"),
     Planned("sudoku-itrsa-h2-cpu", "itrsa", model={"heads": 2}, claim="H = 2 poor (Fig. S.1)"),
     Planned("sudoku-itrsa-h8-cpu", "itrsa", model={"heads": 8}, claim="H = 8 (Fig. S.1)"),
+    Planned("sudoku-itrsa-esingle-cpu", "itrsa", model={"heads": 1}, train={"penalty": "e_single", "penalty_lam": 1e-6},
+            claim="R_E-single fails (Fig. 5); one head, the paper's lambda"),
     Planned("sudoku-akorn-rms-cpu", "akorn", model={"norm": "rmsnorm"},
             claim="oscillator-wise RMSNorm, learned gamma (Fig. 4, Table S.1: max |gamma| < 1)"),
 )
@@ -213,7 +215,7 @@ def train_next(args) -> list:
         if not note and (step is None or step < cfg.max_steps):
             print(f"[{entry.name}] stopped at step {step} of {cfg.max_steps}: resume with the same command")
             break
-        info = {**note, **_info(entry, "python -m experiments.claims_runs train " + shlex.join(args.argv))}
+        info = {**note, **_info(entry, "python -m experiments.claims_runs " + shlex.join(args.argv))}
         pretrained.export_run(run, pretrained.root() / entry.name, info=info, step=note.get("steps"))
         shutil.rmtree(parked, ignore_errors=True)
         shipped.append(entry.name)

@@ -18,6 +18,13 @@ fully trained normalized model and an unnormalized model trained for one epoch).
 normalization pulls the complex eigenvalues inside the unit disk, while without it they leave it.
 Null (radial) directions of the normalization give eigenvalues at 0.
 
+``--krylov M`` (with ``--k K``) replaces both dense eigendecompositions by the ``K`` outermost
+eigenvalues from ``M`` Arnoldi steps on the matrix-free Jacobian (``rsa_jax.jacobian.leading_eigenvalues``;
+each step is one JVP of the map, or of the T-fold composition): the trained models' n = 10,368 in
+seconds where a dense ``eig`` takes many minutes on a CPU. Only the outermost values are computed,
+which is what "inside the unit disk" asks; each comes with its Arnoldi residual ``||J v - mu v||``,
+and the summary's fractions are then over those ``K``.
+
 Outputs under ``--out``: ``eigenvalues.json`` (eigenvalues, spectral radius, fraction outside the
 unit circle) and ``eigenvalues.png``.
 """
@@ -36,7 +43,7 @@ from experiments.common import announce, make_parser, parse, print_table, save_f
 from experiments.sudoku_sweep import CHECKPOINT_HELP, load_checkpoint
 from rsa_jax.data.sudoku import load_or_generate, to_model_inputs
 from rsa_jax.dynamics import iterate
-from rsa_jax.jacobian import dense_jacobian, jacobian_eigenvalues
+from rsa_jax.jacobian import dense_jacobian, jacobian_eigenvalues, leading_eigenvalues
 from rsa_jax.models.sudoku import ModelConfig, SudokuModel
 
 
@@ -67,6 +74,9 @@ def main(argv=None):
     p.add_argument("--checkpoint-none", default=None, metavar="NAME_OR_PATH",
                    help=f"unnormalized model: {CHECKPOINT_HELP}")
     p.add_argument("--no-composition", action="store_true", help="skip the Jacobian of the T-fold composition")
+    p.add_argument("--krylov", type=int, default=None, metavar="M",
+                   help="matrix-free: the --k outermost eigenvalues from M Arnoldi steps instead of dense eig")
+    p.add_argument("--k", type=int, default=32, help="eigenvalues kept with --krylov (default 32)")
     p.add_argument("--data-dir", default=None, help="Sudoku data folder (default: rsa_jax.data.sudoku's)")
     args = parse(p, argv)
     dtype = jnp.float64 if args.float64 else jnp.float32
@@ -86,11 +96,18 @@ def main(argv=None):
         c, x0 = c[0].astype(dtype), x0[0].astype(dtype)
         f = lambda x: step(params, x, c)
         x_t = jax.jit(lambda x: iterate(f, x, args.T))(x0)
-        res = {"norm": model.config.norm, "checkpoint": ckpt,
+        res = {"norm": model.config.norm, "checkpoint": ckpt, "d": int(x0.shape[-1]),
                "state_norm_mean": float(jnp.linalg.norm(x_t, axis=-1).mean())}
-        res["step"] = jacobian_eigenvalues(f, x_t)
-        if not args.no_composition:
-            jt = np.asarray(dense_jacobian(lambda x: iterate(f, x, args.T), x0), np.float64)
+        compose = lambda x: iterate(f, x, args.T)
+        if args.krylov:
+            for part, g, at in (("step", f, x_t), ("composition", compose, x0)):
+                if part == "step" or not args.no_composition:
+                    lead = leading_eigenvalues(g, at, args.k, krylov_dim=args.krylov)
+                    res[part], res[part + "_residuals"] = lead.eigenvalues, lead.residuals
+        else:
+            res["step"] = jacobian_eigenvalues(f, x_t)
+        if not args.no_composition and not args.krylov:
+            jt = np.asarray(dense_jacobian(compose, x0), np.float64)
             ev = np.linalg.eigvals(jt)
             res["composition"] = ev[np.argsort(-np.abs(ev), kind="stable")]
             # eigenvalues below ~eps * ||J^(T)||_2 are rounding noise; in the plot's radius: ^(1/T)
@@ -99,11 +116,15 @@ def main(argv=None):
             if part in res:
                 res[part + "_summary"] = summarize(res[part])
                 s = res[part + "_summary"]
+                if part + "_residuals" in res:
+                    s["max_residual"] = float(np.max(res[part + "_residuals"]))
                 rows.append([name, res["norm"], part, s["spectral_radius"], s["frac_outside_unit_circle"],
-                             s["frac_complex"]])
+                             s["frac_complex"], s.get("max_residual", "dense")])
         res["seconds"] = time.perf_counter() - t0
         results[name] = res
-    print_table(rows, ["model", "norm", "Jacobian", "spectral radius", "frac |lambda|>1", "frac complex"])
+    scope = f" (of {args.k} outermost)" if args.krylov else ""
+    print_table(rows, ["model", "norm", "Jacobian", "spectral radius", f"frac |lambda|>1{scope}",
+                       f"frac complex{scope}", "max Arnoldi residual"])
 
     parts = ["step"] + ([] if args.no_composition else ["composition"])
     fig, axes = plt.subplots(len(parts), 2, figsize=(8, 4 * len(parts)), squeeze=False)
@@ -116,19 +137,20 @@ def main(argv=None):
             ax = axes[i, j]
             ax.plot(circle.real, circle.imag, "k-", lw=0.8)
             ax.scatter(ev.real, ev.imag, s=6, alpha=0.6, color="C0" if j == 0 else "C3")
-            if part == "composition":
+            if part == "composition" and "noise_radius" in res:
                 r = res["noise_radius"]
                 ax.plot(r * circle.real, r * circle.imag, "k:", lw=0.8, label="rounding-noise radius")
                 ax.legend(fontsize=7, loc="lower left")
             ax.set_aspect("equal")
             what = (f"one step at $X_{{{args.T}}}$" if part == "step"
                     else f"$|\\mu|^{{1/T}}e^{{i\\arg\\mu}}$ of $df^{{{args.T}}}/dX_0$")
-            ax.set(title=f"{name} ({res['norm']}, D={res['step'].size // 81}): {what}", xlabel="Re", ylabel="Im")
+            what += f" ({args.k} outermost)" if args.krylov else ""
+            ax.set(title=f"{name} ({res['norm']}, D={res['d']})\n{what}", xlabel="Re", ylabel="Im")
             ax.title.set_fontsize(9)
     fig.suptitle(f"ItrSA Jacobian eigenvalues, T={args.T}", fontsize=10)
     fig.tight_layout()
     out = {"config": vars(args), "data": data.name,
-           "results": {k: {kk: ({"real": v.real, "imag": v.imag} if isinstance(v, np.ndarray) else v)
+           "results": {k: {kk: ({"real": v.real, "imag": v.imag} if np.iscomplexobj(v) else v)
                            for kk, v in r.items()} for k, r in results.items()}}
     announce([save_json(out, args.out / "eigenvalues.json"), save_figure(fig, args.out / "eigenvalues.png")])
 

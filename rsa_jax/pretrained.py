@@ -236,7 +236,8 @@ def add_lyapunov(name: str, results) -> dict:
     model ``name`` to its manifest, read from a ``lyapunov.json`` (``experiments.lyapunov --checkpoint
     NAME``); returns the new manifest. ``mean_le`` is the paper's mean LE only when the full spectrum
     was computed (``k`` is None); with ``--k`` it is the mean of the leading k and is stored as
-    ``mean_le_leading_k``."""
+    ``mean_le_leading_k``; ``--k K --paper-mean`` gives both (the paper's mean from
+    ``rsa_jax.lyapunov.nonnull_exponent_sum``)."""
     rec = json.loads(Path(results).read_text())
     own_eta = rec["config"].get("eta") in (None, [None])    # files written before records said it
     plain = [r for r in rec["records"] if r.get("checkpoint") == name and r["scale"] == 1.0
@@ -247,6 +248,9 @@ def add_lyapunov(name: str, results) -> dict:
     mean_key = "mean_le" if k is None else "mean_le_leading_k"
     le = {"results": str(results), "T": r["T"], "k": k, "samples": rec.get("num_samples"), "num_null": r["num_null"],
           "max_le": r["max_le"], mean_key: r["mean_le"], "float64": rec["config"].get("float64", False)}
+    if "paper_mean_le" in r:
+        le.update(mean_le=r["paper_mean_le"], mean_le_num_null=r["paper_mean_num_null"],
+                  mean_le_method="nonnull_exponent_sum (exact sum of the non-null exponents)")
     return _update_manifest(name, "lyapunov", le)
 
 

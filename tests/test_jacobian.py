@@ -13,8 +13,8 @@ import pytest
 
 from rsa_jax.attention import msa
 from rsa_jax.dynamics import itrsa_step
-from rsa_jax.jacobian import (PowerIterationState, dense_jacobian, init_power_state, jacobian_eigenvalues,
-                              linear_operators, pi_jacobian, power_iteration, rmsnorm_jacobian, spectral_norm)
+from rsa_jax.jacobian import (PowerIterationState, arnoldi, dense_jacobian, init_power_state, jacobian_eigenvalues,
+                              leading_eigenvalues, linear_operators, pi_jacobian, power_iteration, rmsnorm_jacobian, spectral_norm)
 from rsa_jax.ops import omega_rotation, pi, rms_norm
 
 # Test programs are tiny, so XLA compile time dominates the run: compile them without backend
@@ -214,6 +214,46 @@ def test_jacobian_eigenvalues_of_linear_map():
     assert np.all(np.diff(np.abs(ev)) <= 1e-12)  # sorted by decreasing modulus
     assert_same_multiset(ev, np.linalg.eigvals(m), atol=1e-10)
     assert_same_multiset(ev, known, atol=1e-10)
+
+
+def test_leading_eigenvalues_of_non_normal_linear_map():
+    """Arnoldi's outermost Ritz values against known eigenvalues of V diag V^-1 (non-normal)."""
+    n, rng = 40, np.random.default_rng(7)
+    blk = np.diag(np.concatenate([[1.5, 0.0, 0.0, -1.1], 0.6 * rng.random(n - 4) - 0.3]))
+    blk[1:3, 1:3] = [[1.2, 0.5], [-0.5, 1.2]]  # eigenvalues 1.2 +- 0.5i
+    v = rng.standard_normal((n, n))
+    a = jnp.asarray(v @ blk @ np.linalg.inv(v))
+    res = leading_eigenvalues(lambda x: (a @ x.reshape(-1)).reshape(4, 10), jnp.zeros((4, 10)), k=4, krylov_dim=30)
+    assert res.eigenvalues.shape == res.residuals.shape == (4,)
+    assert np.all(np.diff(np.abs(res.eigenvalues)) <= 1e-12)
+    assert_same_multiset(res.eigenvalues, [1.5, 1.2 + 0.5j, 1.2 - 0.5j, -1.1], atol=1e-8)
+    assert res.residuals.max() < 1e-8
+    # too few Krylov steps: the values are not yet converged and the residuals say so
+    early = leading_eigenvalues(lambda x: a @ x, jnp.zeros(n), k=4, krylov_dim=4)
+    assert early.residuals.max() > 1e-3
+
+
+def test_leading_eigenvalues_match_dense_on_itrsa_step():
+    f, _, x, _ = _itrsa(4)
+    dense = jacobian_eigenvalues(JIT(f), x)
+    res = leading_eigenvalues(f, x, k=3, krylov_dim=S * D - 1)
+    assert_same_multiset(res.eigenvalues, dense[:3], atol=1e-8)
+    assert abs(dense[0]) > 0.1  # not the null eigenvalues
+
+
+def test_arnoldi_relation_and_breakdown():
+    rng = np.random.default_rng(8)
+    a = jnp.asarray(rng.standard_normal((12, 12)))
+    vs, h = arnoldi(lambda v: a @ v, jnp.asarray(rng.standard_normal(12)), 6)
+    np.testing.assert_allclose(vs @ vs.T, np.eye(7), atol=1e-12)
+    np.testing.assert_allclose(a @ vs[:6].T, vs.T @ h, atol=1e-12)
+    assert np.all(np.asarray(h)[np.tril_indices(7, -2)] == 0)  # Hessenberg
+    # rank 2: the Krylov space is invariant after 2-3 steps; no NaN, the exact values survive
+    low = jnp.diag(jnp.concatenate([jnp.array([3.0, 2.0]), jnp.zeros(10)]))
+    res = leading_eigenvalues(lambda x: low @ x, jnp.zeros(12), k=3, krylov_dim=8)
+    np.testing.assert_allclose(res.eigenvalues, [3.0, 2.0, 0.0], atol=1e-10)
+    with pytest.raises(ValueError, match="krylov_dim"):
+        leading_eigenvalues(lambda x: x, jnp.zeros(12), k=3, krylov_dim=12)
 
 
 # --- Prop. 5.1 -----------------------------------------------------------------------------

@@ -10,7 +10,8 @@ import pytest  # noqa: E402
 
 from rsa_jax.dynamics import iterate, itrsa_step  # noqa: E402
 from rsa_jax.lyapunov import (NULL_FLOOR, LyapunovResult, default_null_rtol, lyapunov_exact,  # noqa: E402
-                              lyapunov_spectrum, max_lyapunov, mean_lyapunov, null_directions)
+                              lyapunov_spectrum, max_lyapunov, mean_lyapunov, nonnull_exponent_sum,
+                              null_directions)
 from rsa_jax.ops import omega_rotation, pi  # noqa: E402
 
 S, D, H, T_SMALL = 4, 8, 2, 3
@@ -99,15 +100,15 @@ def test_a5_rotation_normalized_vs_not(n_osc):
 
 # --- QR method vs the dense definition on a small ItrSA ----------------------------------------
 
-def _itrsa(norm, dtype=jnp.float64):
+def _itrsa(norm, dtype=jnp.float64, n=None):
     attn = {name: _normal(seed, shape) / np.sqrt(D) for seed, (name, shape) in enumerate(
         [("wq", (H, D, D // H)), ("wk", (H, D, D // H)), ("wv", (H, D, D // H)), ("wo", (H, D // H, D))])}
     params = {"attn": attn, "eta": 1.0,
               "gamma": 0.5 + jnp.linspace(0.0, 1.0, D)}
     c, x0 = _normal(2, (S, D)), _normal(3, (S, D))
     params, c, x0 = jax.tree.map(lambda a: jnp.asarray(a, dtype), (params, c, x0))
-    x0 = x0 if norm == "none" else pi(x0)
-    return (lambda x: itrsa_step(params, x, c, norm=norm)), x0
+    x0 = x0 if norm == "none" else pi(x0, n)
+    return (lambda x: itrsa_step(params, x, c, norm=norm, n=n)), x0
 
 
 @pytest.fixture(scope="module", params=["none", "pi"])
@@ -143,6 +144,53 @@ def test_reorth_every_does_not_change_result():
     np.testing.assert_allclose(r1.exponents, r2.exponents, atol=1e-10)
     assert r1.history.shape == (5, 6) and r2.history.shape == (3, 6)
     np.testing.assert_allclose(r2.history[-1], r2.exponents, atol=1e-12)
+
+
+# --- the non-null exponent sum (the paper's mean LE without the single exponents) -------------
+
+def exponent_sum(f, x0, T, num_null, **kw):
+    return jax.jit(lambda x: nonnull_exponent_sum(f, x, T, num_null, **kw))(x0)
+
+
+@pytest.mark.parametrize("reorth_every", [1, 2])
+def test_nonnull_exponent_sum_matches_exact(itrsa_case, reorth_every):
+    norm, f, x0, exact = itrsa_case
+    num_null = null_directions(x0.shape, None, norm)
+    res = exponent_sum(f, x0, T_SMALL, num_null, reorth_every=reorth_every)
+    kept = np.asarray(exact[:x0.size - num_null])
+    assert kept.min() > NULL_FLOOR + 10   # every kept exponent resolved by the dense reference
+    np.testing.assert_allclose(res.total, kept.sum(), atol=1e-8)
+    np.testing.assert_allclose(res.total / kept.size, mean_lyapunov(exact, num_null), atol=1e-10)
+    assert float(res.kept_pivot) > 1e-6 and float(res.min_stretch) > 1e-6
+    assert float(res.dropped_pivot) < (1e-12 if num_null else 1e-300)
+
+
+def test_nonnull_exponent_sum_per_chunk_and_float32():
+    """Oscillator-wise Pi (N = 4): S D / N null directions; float32 agrees to its precision."""
+    f, x0 = _itrsa("pi", n=4)
+    num_null = null_directions(x0.shape, 4, "pi")
+    assert num_null == S * D // 4
+    T = 2
+    exact = np.asarray(lyapunov_exact(f, x0, T))
+    kept = exact[:x0.size - num_null]
+    assert kept.min() > NULL_FLOOR + 10 and int(np.sum(exact == NULL_FLOOR)) == num_null
+    res = exponent_sum(f, x0, T, num_null)
+    np.testing.assert_allclose(res.total, kept.sum(), atol=1e-8)
+    f32, x32 = _itrsa("pi", jnp.float32, n=4)
+    res32 = exponent_sum(f32, x32, T, num_null)
+    assert res32.total.dtype == jnp.float32
+    np.testing.assert_allclose(res32.total, kept.sum(), rtol=1e-4, atol=1e-3)
+
+
+def test_nonnull_exponent_sum_flags_a_wrong_null_count():
+    f, x0 = _itrsa("pi")
+    right = exponent_sum(f, x0, T_SMALL, S)
+    too_few = exponent_sum(f, x0, T_SMALL, S - 1)   # keeps one null direction: the kept pivot collapses
+    assert float(too_few.kept_pivot) < 1e-10 < float(right.kept_pivot)
+    too_many = exponent_sum(f, x0, T_SMALL, S + 1)  # drops a real direction: the dropped pivot is not tiny
+    assert float(too_many.dropped_pivot) > 1e-6 > float(right.dropped_pivot)
+    with pytest.raises(ValueError, match="num_null"):
+        nonnull_exponent_sum(f, x0, T_SMALL, x0.size)
 
 
 # --- null directions ---------------------------------------------------------------------

@@ -139,6 +139,13 @@ def test_sudoku_ood_evaluates_shipped_models(shipped_dir, tmp_path, capsys):
     lyapunov.main(["--checkpoint", "sudoku-itrsa-test", "--k", "2", "--sweeps", "1", "--out", str(tmp_path / "l")])
     le = pretrained.add_lyapunov("sudoku-itrsa-test", tmp_path / "l" / "lyapunov.json")["lyapunov"]
     assert le["T"] == 16 and le["k"] == 2 and "mean_le_leading_k" in le and "mean_le" not in le
+    # --paper-mean: the paper's mean LE (exact non-null sum, tested in test_lyapunov) beside the leading k
+    lyapunov.main(["--checkpoint", "sudoku-itrsa-test", "--k", "2", "--paper-mean", "--out", str(tmp_path / "lp")])
+    (r,) = json.loads((tmp_path / "lp" / "lyapunov.json").read_text())["records"]
+    le = pretrained.add_lyapunov("sudoku-itrsa-test", tmp_path / "lp" / "lyapunov.json")["lyapunov"]
+    assert le["mean_le_method"].startswith("nonnull_exponent_sum") and le["mean_le_num_null"] == 81
+    assert le["mean_le"] == r["paper_mean_le"] < le["max_le"] and le["mean_le_leading_k"] == r["mean_le"]
+    assert r["paper_mean_pivots"]["dropped"][0] < 1e-5 < r["paper_mean_pivots"]["kept"][0]
     got = le_vs_ood.main(["--out", str(tmp_path / "v")])
     assert got["plotted"] == ["sudoku-itrsa-test"] and (tmp_path / "v" / "le_vs_ood.png").exists()
     (r,) = got["records"]
