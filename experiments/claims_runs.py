@@ -58,6 +58,11 @@ PLAN = (
     Planned("sudoku-akorn-cpu", "akorn", claim="baseline (AKOrN)"),
     Planned("sudoku-itrsa-nonorm-cpu", "itrsa", model={"norm": "none"}, train={"max_steps": 90, "checkpoint_every": 10},
             claim="max LE > 0 without normalization (trained one epoch, as the paper does: it diverges)"),
+    Planned("sudoku-itrsa-symmetric-cpu", "itrsa",
+            model={"symmetric": True, "bias": False, "position": "embedding", "heads": 1},
+            train={"max_steps": 90, "checkpoint_every": 10},
+            claim="max LE < 0 for symmetric (energy) SA: W^V = sym(W^Q W^K^T), H = 1, trained one epoch as the "
+                  "paper does"),
     Planned("sudoku-itrsa-spec-cpu", "itrsa", train={"penalty": "spec", "penalty_lam": 1e-4},
             claim="R_Spec helps (Fig. 5); the paper's ItrSA lambda, W^Q, W^K, W^V, W^O taken apart"),
     Planned("sudoku-akorn-spec-cpu", "akorn", train={"penalty": "spec", "penalty_lam": 1e-5},
@@ -251,8 +256,9 @@ def main(argv=None):
         p.error(f"--only: not planned: {unknown}; planned: {[e.name for e in PLAN]}")
     if args.cmd == "status":
         rows = {e.name: status(e, args.runs_dir) for e in PLAN}
+        w = max(len(x.name) for x in PLAN), max(len(v) for v in rows.values())
         for e in PLAN:
-            print(f"{e.name:26s} {rows[e.name]:22s} {e.claim}")
+            print(f"{e.name:{w[0]}s}  {rows[e.name]:{w[1]}s}  {e.claim}")
         return rows
     if args.cmd == "park":
         names = park(args.runs_dir, args.steps, args.ship_partial, json.loads(args.info))

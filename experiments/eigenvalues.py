@@ -79,6 +79,8 @@ def main(argv=None):
     p.add_argument("--k", type=int, default=32, help="eigenvalues kept with --krylov (default 32)")
     p.add_argument("--data-dir", default=None, help="Sudoku data folder (default: rsa_jax.data.sudoku's)")
     args = parse(p, argv)
+    if args.krylov is not None and not 0 < args.k <= args.krylov:
+        p.error(f"--k {args.k} eigenvalues need --krylov >= {args.k} Arnoldi steps; got {args.krylov}")
     dtype = jnp.float64 if args.float64 else jnp.float32
 
     data = load_or_generate("satnet_test", args.data_dir, n_fallback=args.index + 1, limit=args.index + 1)

@@ -124,6 +124,8 @@ def main(argv=None):
     p.add_argument("--data-dir", default=None, help="Sudoku data folder (default: rsa_jax.data.sudoku's)")
     args = parse(p, argv)
     args.sweeps = (1 if args.k is None else 10) if args.sweeps is None else args.sweeps
+    if args.paper_mean and args.k is None:
+        print("--paper-mean: the full spectrum's mean already is the paper's mean LE (no --k given)")
     dtype = jnp.float64 if args.float64 else jnp.float32
 
     data = load_or_generate("satnet_test", args.data_dir, n_fallback=max(args.samples, 1), limit=args.samples)

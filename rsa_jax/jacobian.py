@@ -160,8 +160,9 @@ class LeadingEigenvalues(NamedTuple):
 
     Attributes:
       eigenvalues: ``(k,)`` complex Ritz values, by decreasing modulus.
-      residuals: ``(k,)`` ``||J v - theta v||`` of each unit Ritz vector ``v`` (Arnoldi's
-        ``|h_{m+1,m}| |e_m^T y|``): small means the value is an eigenvalue of ``J`` to that accuracy
+      residuals: ``(k,)`` bound on ``||J v - theta v||`` of each unit Ritz vector ``v`` (Arnoldi's
+        ``|h_{m+1,m}| |e_m^T y|``, plus the norms discarded at breakdowns): small means the value is an
+        eigenvalue of ``J`` to that accuracy
         (for a non-normal ``J``, within about ``residual * cond(eigenvector)``).
     """
 
@@ -178,36 +179,35 @@ def arnoldi(jvp: Map, v0: jnp.ndarray, m: int):
       m: Krylov dimension, ``m < n``.
 
     Returns:
-      ``(V (m + 1, n), H (m + 1, m))`` with ``J V[:m].T = V.T H`` (orthonormal rows of ``V``). On
-      breakdown (an invariant subspace, ``h_{j+1,j} ~ 0``) the next vector is a fresh one from a fixed
-      draw orthogonalized against ``V`` and ``h_{j+1,j} = 0``, so ``H`` stays block triangular.
+      ``(V (m + 1, n), H (m + 1, m), lost (m,))`` with ``J V[:m].T = V.T H + E`` (orthonormal rows of
+      ``V``). On breakdown (``h_{j+1,j}`` below ``1000 eps`` of ``||J v_j||``: an invariant subspace,
+      up to rounding) the next vector is a fresh random one orthogonalized against ``V``,
+      ``h_{j+1,j} = 0``, and the discarded norm goes to ``lost[j]``; ``E`` is zero but for those
+      columns, whose norms are ``lost``, so a Ritz residual bound adds ``sum_j lost_j |y_j|``.
     """
     n = v0.shape[0]
     dtype = v0.dtype
-    fresh = jnp.asarray(np.random.default_rng(1).standard_normal((m, n)), dtype)
-    tiny = jnp.sqrt(jnp.finfo(dtype).eps)
+    eps = jnp.finfo(dtype).eps
 
     def body(j, carry):
-        vs, h = carry
+        vs, h, lost = carry
         w = jvp(vs[j])
-        mask = (jnp.arange(m + 1) <= j)[:, None]
-        basis = jnp.where(mask, vs, 0.0)
+        basis = jnp.where((jnp.arange(m + 1) <= j)[:, None], vs, 0.0)   # rows > j are still zero
         c = jnp.zeros(m + 1, dtype)
         for _ in range(2):
             d = basis @ w
             w, c = w - basis.T @ d, c + d
         beta = jnp.linalg.norm(w)
-        scale = jnp.maximum(jnp.linalg.norm(c), beta)
-        broke = beta <= tiny * scale
-        r = fresh[j]
+        broke = beta <= 1000 * eps * jnp.maximum(jnp.linalg.norm(c), beta)
+        r = jax.random.normal(jax.random.fold_in(jax.random.PRNGKey(1), j), (n,), dtype)
         for _ in range(2):
             r = r - basis.T @ (basis @ r)
         w = jnp.where(broke, r / jnp.linalg.norm(r), w / jnp.maximum(beta, jnp.finfo(dtype).tiny))
         h = h.at[:, j].set(c.at[j + 1].set(jnp.where(broke, 0.0, beta)))
-        return vs.at[j + 1].set(w), h
+        return vs.at[j + 1].set(w), h, lost.at[j].set(jnp.where(broke, beta, 0.0))
 
     vs = jnp.zeros((m + 1, n), dtype).at[0].set(v0 / jnp.linalg.norm(v0))
-    return lax.fori_loop(0, m, body, (vs, jnp.zeros((m + 1, m), dtype)))
+    return lax.fori_loop(0, m, body, (vs, jnp.zeros((m + 1, m), dtype), jnp.zeros(m, dtype)))
 
 
 def leading_eigenvalues(f: Map, x: jnp.ndarray, k: int, *, krylov_dim: int | None = None,
@@ -250,11 +250,11 @@ def leading_eigenvalues(f: Map, x: jnp.ndarray, k: int, *, krylov_dim: int | Non
     @jax.jit
     def run(x, v0):
         _, jvp = jax.linearize(lambda flat: f(flat.reshape(x.shape)).reshape(-1), x.reshape(-1))
-        return arnoldi(jvp, v0, m)[1]
+        return arnoldi(jvp, v0, m)[1:]
 
-    h = np.asarray(run(x, v0), np.float64)
+    h, lost = (np.asarray(a, np.float64) for a in run(x, v0))
     theta, y = np.linalg.eig(h[:m])
-    res = np.abs(h[m, m - 1]) * np.abs(y[m - 1]) / np.linalg.norm(y, axis=0)
+    res = (np.abs(h[m, m - 1]) * np.abs(y[m - 1]) + lost @ np.abs(y)) / np.linalg.norm(y, axis=0)
     order = np.argsort(-np.abs(theta), kind="stable")[:k]
     return LeadingEigenvalues(theta[order], res[order])
 

@@ -8,7 +8,7 @@ Definition (B.3, eqs. 89-90): with ``J^(T) = d f^T(x0) / d x0`` and ``alpha_i`` 
 i.e. finite-time exponents at horizon T (the paper uses T = 16 and one sample). ``x`` may have any
 shape; it is flattened row-major to ``n = x.size`` coordinates.
 
-Two estimators:
+Two estimators of the spectrum, and one of its non-null sum (the paper's mean LE):
 
 * ``lyapunov_spectrum``: the Benettin QR method. ``k`` tangent vectors are pushed through
   ``jax.linearize(f, x_t)`` (vmapped over the columns, the dense Jacobian is never formed) and
@@ -28,6 +28,8 @@ Two estimators:
 * ``lyapunov_exact``: the definition itself, from the dense Jacobian of the composition
   (``O(n^2)`` memory, small systems only). It resolves only exponents within about
   ``ln(1 / null_rtol) / T`` of the largest (the SVD's absolute accuracy is ``eps * sigma_1``).
+* ``nonnull_exponent_sum``: the sum of the non-null exponents without any single one, exactly
+  (Benettin started on ``(ker J_1)^perp``): the paper's mean LE at half the cost of the full spectrum.
 
 Null directions. A normalization layer (Pi, RMSNorm; whole-token or per N-chunk) kills the
 radial direction of every normalized chunk, so ``J`` has ``S * D / N`` zero singular values
@@ -261,11 +263,13 @@ class ExponentSum(NamedTuple):
     Attributes:
       total: ``sum_{i <= M} lambda_i = (1/T) ln pdet J^(T)`` over the ``M = n - num_null`` non-null
         exponents (scalar); ``total / M`` is the paper's mean LE.
-      kept_pivot: ``|R_MM| / |R_11|`` of the pivoted QR of ``J_1^T``: the smallest kept direction.
+      kept_pivot: ``|R_MM| / |R_11|`` of the pivoted QR of ``J_1^T``: the smallest kept direction
+        (0 when ``num_null = 0``: no QR is needed then).
       dropped_pivot: ``|R_{M+1,M+1}| / |R_11|`` (0 when ``num_null = 0``): should be at rounding
         level, far below ``kept_pivot``; if not, ``num_null`` does not match the map's null space.
-      min_stretch: smallest per-step ``|R_ii| / max_j |R_jj|`` of the forward pass: tiny means a later
-        step lost a direction too (the sum is then not the pseudo-determinant's).
+      min_stretch: smallest ``|R_ii| / max_j |R_jj|`` of the forward pass's QRs (one per block of
+        ``reorth_every`` steps): near rounding level means a later step lost a direction too (the sum
+        is then not the pseudo-determinant's); strongly contracting directions also make it small.
     """
 
     total: jnp.ndarray
@@ -285,9 +289,12 @@ def nonnull_exponent_sum(f: Map, x0: jnp.ndarray, T: int, num_null: int = 0, *,
     measures the volume growth of exactly the subspace on which ``J^(T)`` is injective, and the
     accumulated ``sum ln |R_ii|`` over its ``M`` columns is ``ln pdet J^(T) = sum_{i <= M} ln sigma_i``
     (the product of the per-step R factors' diagonals is ``|det R|``, whatever the per-column split).
-    ``Q0`` comes from a column-pivoted QR of the dense ``J_1^T`` (``n`` JVPs and one ``n x n`` QR),
-    then one forward pass of ``M`` tangent columns: about half the work of the full spectrum
+    ``Q0`` comes from a column-pivoted QR of the dense ``J_1^T`` (``n`` JVPs and one ``n x n`` QR;
+    ``Q0 = I`` without null directions), then one forward pass of ``M`` tangent columns: about half the
+    work of the full spectrum
     (``lyapunov_spectrum(k=None, sweeps=1)``: two passes of ``n`` columns and an ``n x n`` SVD).
+    Unlike the summaries of a full spectrum, nothing is clamped at ``NULL_FLOOR``: for a map that
+    contracts some directions by more than ``e^30`` per step the two means differ.
 
     Args:
       f: pure map from arrays shaped like ``x0`` to the same shape.
@@ -316,12 +323,15 @@ def nonnull_exponent_sum(f: Map, x0: jnp.ndarray, T: int, num_null: int = 0, *,
     if not 0 <= num_null < n or T < 1 or reorth_every < 1:
         raise ValueError(f"need 0 <= num_null < n = {n}, T >= 1, reorth_every >= 1; got {num_null}, {T}, "
                          f"{reorth_every}")
-    j1 = dense_jacobian(f, x0)
-    q, r, _ = jax.scipy.linalg.qr(j1.T, mode="economic", pivoting=True)
-    rd = jnp.abs(jnp.diagonal(r))
-    kept = rd[m_kept - 1] / rd[0]
-    dropped = rd[m_kept] / rd[0] if num_null else jnp.zeros((), rd.dtype)
-    q0 = q[:, :m_kept].T.reshape(m_kept, *x0.shape)
+    if num_null:
+        j1 = dense_jacobian(f, x0)
+        q, r, _ = jax.scipy.linalg.qr(j1.T, mode="economic", pivoting=True)
+        rd = jnp.abs(jnp.diagonal(r))
+        kept, dropped = rd[m_kept - 1] / rd[0], rd[m_kept] / rd[0]
+        q0 = q[:, :m_kept].T.reshape(m_kept, *x0.shape)
+    else:   # any orthonormal basis spans everything: the sum is ln |det J^(T)| / T
+        kept = dropped = jnp.zeros((), x0.dtype)
+        q0 = jnp.eye(n, dtype=x0.dtype).reshape(n, *x0.shape)
     _, _, rds, _, _ = _forward(f, x0, q0, T, min(reorth_every, T))
     tiny = jnp.finfo(rds.dtype).tiny
     total = jnp.sum(jnp.log(jnp.maximum(rds, tiny))) / T

@@ -254,3 +254,42 @@ def test_prop_4_2_literal_condition_is_not_enough():
     for h in (1e-6, 1e-5):
         e1 = float(e_multi_j(attn, jnp.asarray(x + h * field)))
         assert e1 - e0 > 0.5 * h * rate
+
+
+# --- the trainable symmetric (energy) attention of ModelConfig(symmetric=True) ------------------
+
+def test_symmetric_model_value_matrix_and_energy_descent():
+    """W^V_h = (W^Q_h W^K_h^T + W^K_h W^Q_h^T) / 2 from the learned W^Q, W^K, no W^O; with H = 1,
+    E_single decreases along small Euler steps of the attention flow dX/dt = SA(X) (SPEC eq. 3),
+    and a generic W^V does not guarantee it."""
+    from flax import nnx
+
+    from rsa_jax.attention import msa
+    from rsa_jax.energy import e_single
+    from rsa_jax.models.sudoku import ModelConfig, SudokuModel
+
+    cfg = ModelConfig(kind="itrsa", d=8, heads=1, n=4, symmetric=True, bias=False, position="embedding")
+    model = SudokuModel(cfg, rngs=nnx.Rngs(0))
+    assert "wv" not in model.attn and "wo" not in model.attn
+    attn = jax.tree.map(lambda a: jnp.asarray(a, jnp.float64), model.pure_step()[1]["attn"])
+    a = np.asarray(attn["wq"][0] @ attn["wk"][0].T)
+    np.testing.assert_allclose(attn["wv"][0], (a + a.T) / 2, atol=1e-6)   # built in float32
+    assert np.abs(a - a.T).max() > 1e-3                           # A itself is not symmetric
+
+    def energies(attn, x, steps=30, dt=1e-2):
+        out = []
+        for _ in range(steps):
+            out.append(float(e_single(attn, x)))
+            x = x + dt * msa(attn, x)
+        return np.array(out)
+
+    x = 2.0 * jnp.asarray(np.random.default_rng(0).standard_normal((6, 8)))
+    e = energies(attn, x)
+    assert np.all(np.diff(e) < 0) and e[0] - e[-1] > 1e-3
+    rng = np.random.default_rng(1)
+    generic = dict(attn, wv=jnp.asarray(rng.standard_normal((1, 8, 8))))
+    assert np.any(np.diff(energies(generic, x)) > 0)               # the test can tell the difference
+    for bad in ({"position": "gta"}, {"bias": True}, {"kind": "akorn"}):
+        with pytest.raises(ValueError, match="symmetric"):
+            ModelConfig(**{"kind": "itrsa", "d": 8, "heads": 1, "n": 4, "symmetric": True, "bias": False,
+                           "position": "embedding", **bad})

@@ -14,7 +14,8 @@ import pytest
 from rsa_jax.attention import msa
 from rsa_jax.dynamics import itrsa_step
 from rsa_jax.jacobian import (PowerIterationState, arnoldi, dense_jacobian, init_power_state, jacobian_eigenvalues,
-                              leading_eigenvalues, linear_operators, pi_jacobian, power_iteration, rmsnorm_jacobian, spectral_norm)
+                              leading_eigenvalues, linear_operators, pi_jacobian, power_iteration, rmsnorm_jacobian,
+                              spectral_norm)
 from rsa_jax.ops import omega_rotation, pi, rms_norm
 
 # Test programs are tiny, so XLA compile time dominates the run: compile them without backend
@@ -244,14 +245,35 @@ def test_leading_eigenvalues_match_dense_on_itrsa_step():
 def test_arnoldi_relation_and_breakdown():
     rng = np.random.default_rng(8)
     a = jnp.asarray(rng.standard_normal((12, 12)))
-    vs, h = arnoldi(lambda v: a @ v, jnp.asarray(rng.standard_normal(12)), 6)
+    vs, h, lost = arnoldi(lambda v: a @ v, jnp.asarray(rng.standard_normal(12)), 6)
     np.testing.assert_allclose(vs @ vs.T, np.eye(7), atol=1e-12)
     np.testing.assert_allclose(a @ vs[:6].T, vs.T @ h, atol=1e-12)
-    assert np.all(np.asarray(h)[np.tril_indices(7, -2)] == 0)  # Hessenberg
-    # rank 2: the Krylov space is invariant after 2-3 steps; no NaN, the exact values survive
+    assert np.all(np.asarray(h)[np.tril_indices(7, -2)] == 0) and np.all(lost == 0)  # Hessenberg, no breakdown
+    # rank 2: the Krylov space is invariant after 2-3 steps; no NaN, V stays orthonormal, the exact
+    # values survive with small residuals
     low = jnp.diag(jnp.concatenate([jnp.array([3.0, 2.0]), jnp.zeros(10)]))
+    vs, h, lost = arnoldi(lambda v: low @ v, jnp.asarray(rng.standard_normal(12)), 8)
+    np.testing.assert_allclose(vs @ vs.T, np.eye(9), atol=1e-12)
+    np.testing.assert_allclose(low @ vs[:8].T, vs.T @ h, atol=1e-12)
+    assert float(jnp.max(lost)) < 1e-12
     res = leading_eigenvalues(lambda x: low @ x, jnp.zeros(12), k=3, krylov_dim=8)
     np.testing.assert_allclose(res.eigenvalues, [3.0, 2.0, 0.0], atol=1e-10)
+    assert res.residuals.max() < 1e-10
+    # float32, a non-normal matrix whose second Krylov direction is 1e-4 of the first (below the
+    # breakdown threshold): the discarded part shows in the residual instead of a residual of 0
+    b = np.diag(np.full(30, 0.5))
+    b[0, :2] = [2.0, 1.0]
+    b32 = jnp.asarray(b, jnp.float32)
+    start = jnp.zeros(30, jnp.float32).at[0].set(1.0).at[1].set(1e-4)
+    vs32, h, lost = arnoldi(lambda v: b32 @ v, start, 5)
+    assert float(lost[0]) > 1e-5
+    theta, y = np.linalg.eig(np.asarray(h[:5], np.float64))
+    top = int(np.argmax(np.abs(theta)))
+    v = np.asarray(vs32, np.float64)[:5].T @ y[:, top]
+    true_res = np.linalg.norm(b @ v - theta[top] * v) / np.linalg.norm(v)
+    lost = np.asarray(lost, np.float64)
+    bound = (abs(float(h[5, 4])) * abs(y[4, top]) + lost @ np.abs(y[:, top])) / np.linalg.norm(y[:, top])
+    assert true_res > 1e-5 and bound >= 0.9 * true_res
     with pytest.raises(ValueError, match="krylov_dim"):
         leading_eigenvalues(lambda x: x, jnp.zeros(12), k=3, krylov_dim=12)
 

@@ -49,6 +49,11 @@ class CoreConfig:
       fused: fused attention kernel (``jax.nn.dot_product_attention``).
       orthogonal_vo: keep the full W^V, W^O orthogonal through a parametrization (SPEC: R_E-multi):
         ``None`` (free weights), ``"cayley"`` or ``"qr"`` (``rsa_jax.attention.orthogonal``).
+      symmetric: symmetric (energy) self-attention, ItrSA only: each head's value matrix is
+        ``W^V_h = (W^Q_h W^K_h^T + W^K_h W^Q_h^T) / 2`` ``(D, D)``, built from the learned ``W^Q, W^K``,
+        with no ``W^O`` and no biases (needs ``bias=False``, ``position="embedding"``). For H = 1 this
+        is the condition under which E_single decreases along the attention flow (SPEC eq. 3); for
+        H > 1, E_multi also needs Prop. 4.2's mutually orthogonal heads, which training does not keep.
     """
 
     kind: str = "akorn"
@@ -63,6 +68,7 @@ class CoreConfig:
     omega_init: float = 0.5
     fused: bool = False
     orthogonal_vo: str | None = None
+    symmetric: bool = False
 
     #: fields filled from others when unset: ``dataclass_from_args`` resets them to None when the
     #: fields they derive from change on the command line (``--model-kind itrsa`` gives RMSNorm).
@@ -78,6 +84,11 @@ class CoreConfig:
             raise ValueError(f"need heads | D and even N | D; got D={self.d}, H={self.heads}, N={self.n}")
         if self.orthogonal_vo not in (None, "cayley", "qr"):
             raise ValueError(f"orthogonal_vo must be None, 'cayley' or 'qr', got {self.orthogonal_vo!r}")
+        if self.symmetric and (self.kind != "itrsa" or self.bias or self.position != "embedding"
+                               or self.orthogonal_vo is not None):
+            raise ValueError("symmetric attention needs kind='itrsa', bias=False, position='embedding' and no "
+                             f"orthogonal_vo; got kind={self.kind!r}, bias={self.bias}, position={self.position!r}, "
+                             f"orthogonal_vo={self.orthogonal_vo!r}")
         if self.norm is None:
             object.__setattr__(self, "norm", "rmsnorm" if self.kind == "itrsa" else "pi")
 
@@ -152,7 +163,8 @@ class LoopedCore(nnx.Module):
     ``self.gamma`` (RMSNorm). The random draws are those of ``init_attention(rngs.params(), ...)``.
     All parameters are float32, also under ``jax_enable_x64``. With ``cfg.orthogonal_vo``,
     ``self.attn`` has no ``wv, wo``: ``self.vo_free = {"v", "o"}`` (free ``(D, D)`` Params, a random
-    orthogonal start) and ``pure_step`` builds them with ``orthogonal_value_output``.
+    orthogonal start) and ``pure_step`` builds them with ``orthogonal_value_output``. With
+    ``cfg.symmetric`` it has no ``wv, wo`` either: ``pure_step`` builds ``wv`` from ``wq, wk``.
     """
 
     config: CoreConfig
@@ -163,6 +175,8 @@ class LoopedCore(nnx.Module):
             attn["gta"] = gta_angles(cfg.d // cfg.heads, grid).astype(jnp.float32)
         else:
             self.pos = nnx.Param(sinusoidal_2d(cfg.d, grid).astype(jnp.float32))
+        if cfg.symmetric:   # W^V_h from W^Q_h, W^K_h in pure_step; no W^O
+            del attn["wv"], attn["wo"]
         if cfg.orthogonal_vo is not None:
             del attn["wv"], attn["wo"]
             # Cayley: N(0, 1/D) entries give a spread-out random rotation; QR: any Gaussian is Haar
@@ -186,6 +200,9 @@ class LoopedCore(nnx.Module):
         if hasattr(self, "vo_free"):  # orthogonal W^V, W^O from free params (gradients reach those)
             params["attn"] |= orthogonal_value_output(self.vo_free["v"][...], self.vo_free["o"][...],
                                                       self.config.heads, self.config.orthogonal_vo)
+        if self.config.symmetric:
+            a = jnp.einsum("hde,hfe->hdf", params["attn"]["wq"], params["attn"]["wk"])
+            params["attn"]["wv"] = (a + jnp.swapaxes(a, 1, 2)) / 2
         for name in ("omega", "gamma"):
             if hasattr(self, name):
                 params[name] = getattr(self, name)[...]
