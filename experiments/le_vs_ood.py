@@ -12,8 +12,9 @@ exponents go with poor test-time scaling. This script reads what the shipped mod
   ``python -m experiments.sudoku_ood --checkpoints NAME --out DIR`` then
   ``python -m rsa_jax.pretrained add-accuracy NAME DIR/sudoku_ood.json``.
 
-Per model: x = max LE; y = OOD board accuracy at the largest T_eval (filled marker) and the best over
-T_eval (hollow marker, joined to it), so a model that peaks and then decays shows a long bar. Models
+Per model: x = max LE; y = OOD board accuracy (left) and blank-cell accuracy (right) at the largest
+T_eval (filled marker) and the best over T_eval (hollow marker, joined to it), so a model that peaks
+and then decays shows a long bar. Models
 missing either entry are listed with the commands that fill it.
 
     python -m experiments.le_vs_ood                                   # every shipped model
@@ -43,6 +44,9 @@ def point(name: str) -> dict:
         accs = ood["board_acc"]
         best = max(range(len(accs)), key=accs.__getitem__)
         rec |= {"ood_last": accs[-1], "t_last": ood["steps"][-1], "ood_best": accs[best], "t_best": ood["steps"][best]}
+        cells = ood.get("cell_acc")
+        if cells:
+            rec |= {"ood_cell_acc": cells, "cell_last": cells[-1], "cell_best": max(cells)}
     return rec
 
 
@@ -60,18 +64,24 @@ def missing_note(rec: dict) -> str:
 
 
 def plot(records: list):
+    """Board accuracy (left) and blank-cell accuracy (right, where recorded) against max LE."""
     horizons = sorted({r["le_T"] for r in records})
-    fig, ax = plt.subplots(figsize=(5.6, 4.0))
-    for i, r in enumerate(records):
-        color = f"C{i % 10}"
-        ax.plot([r["max_le"]] * 2, [100 * r["ood_last"], 100 * r["ood_best"]], color=color, lw=1)
-        ax.plot(r["max_le"], 100 * r["ood_best"], "o", mfc="none", color=color)
-        ax.plot(r["max_le"], 100 * r["ood_last"], "o", color=color, label=f"{r['name']} (T_eval {r['t_last']})")
-    ax.axvline(0.0, color="gray", lw=0.8)
-    ax.set(xlabel=f"max Lyapunov exponent (T = {', '.join(map(str, horizons))})",
-           ylabel="OOD (RRN test) board accuracy [%]",
-           title="max LE vs test-time scaling (filled: largest T_eval; hollow: best)")
-    ax.legend(fontsize=7)
+    panels = [("ood", "board")] + ([("cell", "blank-cell")] if any("cell_last" in r for r in records) else [])
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.6 * len(panels), 4.0), squeeze=False)
+    for ax, (key, what) in zip(axes[0], panels):
+        for i, r in enumerate(records):
+            if f"{key}_last" not in r:
+                continue
+            color, last, best = f"C{i % 10}", 100 * r[f"{key}_last"], 100 * r[f"{key}_best"]
+            ax.plot([r["max_le"]] * 2, [last, best], color=color, lw=1)
+            ax.plot(r["max_le"], best, "o", mfc="none", color=color)
+            ax.plot(r["max_le"], last, "o", color=color, label=f"{r['name']} (T_eval {r['t_last']})")
+        ax.axvline(0.0, color="gray", lw=0.8)
+        ax.set(xlabel=f"max Lyapunov exponent (T = {', '.join(map(str, horizons))})",
+               ylabel=f"OOD (RRN test) {what} accuracy [%]",
+               title=f"max LE vs OOD {what} accuracy (filled: largest T_eval; hollow: best)")
+        ax.title.set_fontsize(9)
+        ax.legend(fontsize=7)
     fig.tight_layout()
     return fig
 
