@@ -191,7 +191,11 @@ def _tqdm(total, initial, enabled):
 def _warn_config_change(old: dict, new: dict, defaults: dict) -> None:
     ignore = {"epochs", "max_steps", "time_budget", "eval_live", "checkpoint_every", "keep_checkpoints", "log_every",
               "eval_every", "progress", "out", "data_dir", "eval_limit", "data_parallel"}
-    old = {**defaults, **old}   # a field missing from an older config.json had its default then
+    def fill(old, defaults):   # a field missing from an older config.json had its default then
+        return {**defaults, **{k: fill(v, defaults[k]) if isinstance(v, dict) and isinstance(defaults.get(k), dict)
+                               else v for k, v in old.items()}}
+
+    old = fill(old, defaults)
     changed = [k for k in set(old) | set(new) if k not in ignore and old.get(k) != new.get(k)]
     if changed:
         warnings.warn("resuming with a changed config: " + ", ".join(

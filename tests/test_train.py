@@ -358,6 +358,7 @@ def test_resume_warns_on_changed_config_and_fields_missing_from_old_runs(tmp_pat
     path = tmp_path / "config.json"
     rec = json.loads(path.read_text())
     del rec["config"]["weight_decay"]                       # as written before the field existed
+    del rec["config"]["model"]["symmetric"]                 # likewise inside the nested model config
     path.write_text(json.dumps(rec))
     with warnings.catch_warnings():
         warnings.simplefilter("error")
