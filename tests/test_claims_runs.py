@@ -42,7 +42,7 @@ def test_train_ships_evaluates_parks_and_resumes(setup, capsys):
     assert claims_runs.main(["train", "--only", "t-itrsa-spec", "--eval-args", eval_args, *flags]) == ["t-itrsa-spec"]
     m = pretrained.manifest("t-itrsa-spec")
     assert m["steps"] == 2 and m["plan_entry"]["train"] == {"penalty": "spec", "penalty_lam": 1e-2}
-    assert "accuracy" in m and m["lyapunov"]["k"] == 32
+    assert "accuracy" in m and m["lyapunov"]["k"] == 32 and m["lyapunov"]["mean_le_method"].startswith("nonnull")
     assert m["command"].startswith("python -m experiments.claims_runs train --only t-itrsa-spec ")
     model, cfg = pretrained.load("t-itrsa-spec")
     assert (cfg.penalty, cfg.penalty_lam, cfg.max_steps, model.config.kind) == ("spec", 1e-2, 2, "itrsa")
