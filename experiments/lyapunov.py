@@ -165,6 +165,10 @@ def main(argv=None):
                                               "dropped": np.asarray(sums.dropped_pivot),
                                               "min_stretch": np.asarray(sums.min_stretch)},
                            paper_mean_seconds=time.perf_counter() - t1)
+                if nulls and np.any(np.asarray(sums.dropped_pivot) > 1e-3 * np.asarray(sums.kept_pivot)):
+                    print(f"warning: {label}: the Jacobian's null space does not look like the {nulls} directions "
+                          f"of its normalization (pivots kept {np.asarray(sums.kept_pivot)}, dropped "
+                          f"{np.asarray(sums.dropped_pivot)}); the paper mean may be off", flush=True)
                 mn = pm
             records.append(rec)
             paper = "paper_mean_le" in rec
