@@ -106,7 +106,7 @@ def main(argv=None) -> dict:
     rows = [[r["name"], r["kind"], r["norm"], r["max_le"], mean(r), r["le_k"] or "all",
              f"{100 * r['ood_board_acc'][0]:.1f}", f"{100 * r['ood_best']:.1f} @ {r['t_best']}",
              f"{100 * r['ood_last']:.1f} @ {r['t_last']}"] for r in ready]
-    print_table(rows, ["model", "kind", "norm", "max LE", "mean LE", "exponents", "OOD board (first T)",
+    print_table(rows, ["model", "kind", "norm", "max LE", "mean LE", "max LE of (leading k)", "OOD board (first T)",
                        "OOD best", "OOD last"])
     out = {"records": records, "plotted": [r["name"] for r in ready]}
     paths = [save_json(out, args.out / "le_vs_ood.json")]
