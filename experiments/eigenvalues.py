@@ -102,13 +102,12 @@ def main(argv=None):
                "state_norm_mean": float(jnp.linalg.norm(x_t, axis=-1).mean())}
         compose = lambda x: iterate(f, x, args.T)
         if args.krylov:
-            for part, g, at in (("step", f, x_t), ("composition", compose, x0)):
-                if part == "step" or not args.no_composition:
-                    lead = leading_eigenvalues(g, at, args.k, krylov_dim=args.krylov)
-                    res[part], res[part + "_residuals"] = lead.eigenvalues, lead.residuals
+            for part, g, at in (("step", f, x_t), ("composition", compose, x0))[:1 if args.no_composition else 2]:
+                lead = leading_eigenvalues(g, at, args.k, krylov_dim=args.krylov)
+                res[part], res[part + "_residuals"] = lead.eigenvalues, lead.residuals
         else:
             res["step"] = jacobian_eigenvalues(f, x_t)
-        if not args.no_composition and not args.krylov:
+        if not args.no_composition and not args.krylov:   # the dense composition
             jt = np.asarray(dense_jacobian(compose, x0), np.float64)
             ev = np.linalg.eigvals(jt)
             res["composition"] = ev[np.argsort(-np.abs(ev), kind="stable")]

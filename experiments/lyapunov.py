@@ -160,16 +160,14 @@ def main(argv=None):
                 t1 = time.perf_counter()
                 sums = exponent_sums(step, params, c, scale * x0, T=T, num_null=nulls)
                 pm = np.asarray(sums.total) / (x0[0].size - nulls)
+                piv = {"kept": np.asarray(sums.kept_pivot), "dropped": np.asarray(sums.dropped_pivot),
+                       "min_stretch": np.asarray(sums.min_stretch)}
                 rec.update(paper_mean_le=pm.mean(), paper_mean_le_per_sample=pm, paper_mean_num_null=nulls,
-                           paper_mean_pivots={"kept": np.asarray(sums.kept_pivot),
-                                              "dropped": np.asarray(sums.dropped_pivot),
-                                              "min_stretch": np.asarray(sums.min_stretch)},
-                           paper_mean_seconds=time.perf_counter() - t1)
-                if nulls and np.any(np.asarray(sums.dropped_pivot) > 1e-3 * np.asarray(sums.kept_pivot)):
+                           paper_mean_pivots=piv, paper_mean_seconds=time.perf_counter() - t1)
+                if nulls and np.any(piv["dropped"] > 1e-3 * piv["kept"]):
                     print(f"warning: {label}: the Jacobian's null space does not look like the {nulls} directions "
-                          f"of its normalization (pivots kept {np.asarray(sums.kept_pivot)}, dropped "
-                          f"{np.asarray(sums.dropped_pivot)}); the paper mean may be off", flush=True)
-                mn = pm
+                          f"of its normalization (pivots kept {piv['kept']}, dropped {piv['dropped']}); the paper "
+                          "mean may be off", flush=True)
             records.append(rec)
             paper = "paper_mean_le" in rec
             m_used = x0[0].size - nulls if paper else ex.shape[-1] - num_null

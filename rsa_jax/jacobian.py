@@ -199,10 +199,14 @@ def arnoldi(jvp: Map, v0: jnp.ndarray, m: int):
             w, c = w - basis.T @ d, c + d
         beta = jnp.linalg.norm(w)
         broke = beta <= 1000 * eps * jnp.maximum(jnp.linalg.norm(c), beta)
-        r = jax.random.normal(jax.random.fold_in(jax.random.PRNGKey(1), j), (n,), dtype)
-        for _ in range(2):
-            r = r - basis.T @ (basis @ r)
-        w = jnp.where(broke, r / jnp.linalg.norm(r), w / jnp.maximum(beta, jnp.finfo(dtype).tiny))
+
+        def fresh(_):   # only on breakdown: a random vector orthogonalized against V
+            r = jax.random.normal(jax.random.fold_in(jax.random.PRNGKey(1), j), (n,), dtype)
+            for _ in range(2):
+                r = r - basis.T @ (basis @ r)
+            return r / jnp.linalg.norm(r)
+
+        w = lax.cond(broke, fresh, lambda w: w / jnp.maximum(beta, jnp.finfo(dtype).tiny), w)
         h = h.at[:, j].set(c.at[j + 1].set(jnp.where(broke, 0.0, beta)))
         return vs.at[j + 1].set(w), h, lost.at[j].set(jnp.where(broke, beta, 0.0))
 

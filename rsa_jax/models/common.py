@@ -175,10 +175,9 @@ class LoopedCore(nnx.Module):
             attn["gta"] = gta_angles(cfg.d // cfg.heads, grid).astype(jnp.float32)
         else:
             self.pos = nnx.Param(sinusoidal_2d(cfg.d, grid).astype(jnp.float32))
-        if cfg.symmetric:   # W^V_h from W^Q_h, W^K_h in pure_step; no W^O
+        if cfg.symmetric or cfg.orthogonal_vo is not None:   # pure_step builds W^V (and W^O) from other params
             del attn["wv"], attn["wo"]
         if cfg.orthogonal_vo is not None:
-            del attn["wv"], attn["wo"]
             # Cayley: N(0, 1/D) entries give a spread-out random rotation; QR: any Gaussian is Haar
             std = 1.0 / math.sqrt(cfg.d) if cfg.orthogonal_vo == "cayley" else 1.0
             free = std * jax.random.normal(rngs.params(), (2, cfg.d, cfg.d), jnp.float32)
