@@ -66,6 +66,9 @@ CPU = dict(d=16, heads=2, n=4, seeds=[0], epochs=2, batch_size=20, lr=3e-3, trai
 FULL = dict(d=512, heads=8, n=4, seeds=[0], epochs=100, batch_size=100, lr=None, train_limit=None, id_limit=None,
             steps=2048, puzzles=1000, contribution_every=256, contribution_puzzles=1)
 
+#: Largest n = 81 D for which ``--contribution-method auto`` takes the dense eigh (D = 32).
+DENSE_MAX = 2592
+
 CLAIM = "paper (sec. 6.3): the contribution index (top 2% eigenvectors of S_t) rises during inference, to ~40%"
 
 
@@ -103,6 +106,12 @@ def parse_args(argv=None) -> argparse.Namespace:
                         f"full {FULL['contribution_puzzles']}]")
     g.add_argument("--top-frac", type=float, default=0.02,
                    help="fraction of the eigenvectors of S_t counted by the contribution index (default: 0.02)")
+    g.add_argument("--contribution-method", choices=["auto", "dense", "krylov"], default="auto",
+                   help="dense: exact eigh of the (81 D)^2 matrix S_t (minutes per step at D = 128 on a CPU); "
+                        "krylov: matrix-free Lanczos with residual and gap diagnostics (seconds); auto: dense up to "
+                        f"81 D = {DENSE_MAX}, else krylov (default: auto)")
+    g.add_argument("--krylov-dim", type=int, default=None,
+                   help="Lanczos steps of --contribution-method krylov (default: 6 k, k = the top 2%% count)")
     return common.parse(p, argv)
 
 
@@ -117,7 +126,17 @@ def resolve(args: argparse.Namespace) -> argparse.Namespace:
         raise SystemExit("need --steps >= 1, --puzzles >= 1, --contribution-every >= 0, --contribution-puzzles >= 1")
     if not 0 < args.top_frac <= 1:
         raise SystemExit(f"--top-frac must be in (0, 1]; got {args.top_frac}")
+    if args.krylov_dim is not None and (args.krylov_dim < 1 or args.contribution_method == "dense"):
+        raise SystemExit("--krylov-dim must be >= 1, and it is for --contribution-method krylov/auto only")
     return args
+
+
+def krylov_dim(args, d: int) -> int | None:
+    """``monitor_rollout``'s ``krylov_dim``: None (dense eigh) or the Lanczos steps (0: the default)."""
+    method = args.contribution_method
+    if method == "auto":
+        method = "dense" if 81 * d <= DENSE_MAX else "krylov"
+    return None if method == "dense" else (args.krylov_dim or 0)
 
 
 def train_config(args) -> TrainConfig:
@@ -151,6 +170,12 @@ def summary(mon: dict) -> dict:
         out |= {"contribution_start": float(ci[0]), "contribution_end": float(ci[-1]),
                 "contribution_max": float(ci.max()), "contribution_argmax_t": int(ct[int(np.argmax(ci))]),
                 "contribution_rises": bool(ci[-1] > ci[0])}
+        res, gap = mon["contribution_residual"], mon["contribution_gap"]
+        if not np.all(np.isnan(res)):   # Lanczos: the worst residual-to-gap ratio (error estimate of the index)
+            out |= {"contribution_method": "krylov", "contribution_residual_max": float(np.max(res)),
+                    "contribution_residual_over_gap_max": float(np.max(res / gap))}
+        else:
+            out |= {"contribution_method": "dense"}
     return out
 
 
@@ -220,7 +245,8 @@ def main(argv=None):
     mon = monitor_rollout(model, ood.puzzles[:k].astype(np.int32), ood.givens[:k], args.steps,
                           jax.random.PRNGKey(args.seed), solutions=ood.solutions[:k].astype(np.int32),
                           contribution_every=args.contribution_every,
-                          contribution_puzzles=args.contribution_puzzles, top_frac=args.top_frac)
+                          contribution_puzzles=args.contribution_puzzles, top_frac=args.top_frac,
+                          krylov_dim=krylov_dim(args, mcfg.d))
     t_mon = time.time() - t0
     rows, headers = table(mon, args.steps)
     common.print_table(rows, headers)
@@ -234,9 +260,14 @@ def main(argv=None):
         print(f"this run: contribution index {100 * summ['contribution_start']:.1f}% at t=0 -> "
               f"{100 * summ['contribution_end']:.1f}% at t={args.steps} (max {100 * summ['contribution_max']:.1f}% "
               f"at t={summ['contribution_argmax_t']}); mean cosine {summ['cosine_mean']:.3f}")
+        if summ["contribution_method"] == "krylov":
+            print(f"Lanczos: max relative residual {summ['contribution_residual_max']:.2e}, max residual/gap "
+                  f"{summ['contribution_residual_over_gap_max']:.2f} (well below 1: converged at the top-2% cut; "
+                  "raise --krylov-dim otherwise)")
     title = (f"{'ItrSA' if mcfg.kind == 'itrsa' else 'AKOrN'} (norm={mcfg.norm}) D={mcfg.d} H={mcfg.heads}: "
              f"{k} RRN test puzzles, contribution index on "
-             f"{min(args.contribution_puzzles, k)} every {args.contribution_every} steps")
+             f"{min(args.contribution_puzzles, k)} every {args.contribution_every} steps "
+             f"({summ.get('contribution_method', 'none')})")
     plot(mon, title, t_train, out / "pseudo_energy.png")
     js = common.save_json({"args": vars(args), "claim": CLAIM, "run_dir": run_dir,
                            "model_config": dataclasses.asdict(mcfg), "t_train": t_train,

@@ -20,7 +20,8 @@ from flax import nnx
 
 from rsa_jax.data.sudoku import SudokuSet, board_accuracy, cell_accuracy
 from rsa_jax.energy import pseudo_energy
-from rsa_jax.monitor import msa_contribution_index, msa_cosine
+from rsa_jax.attention import msa
+from rsa_jax.monitor import krylov_contribution_index, msa_contribution_index, msa_cosine
 
 #: the paper's T_eval grid (16 -> 2048)
 PAPER_STEPS = (16, 32, 64, 128, 256, 512, 1024, 2048)
@@ -219,13 +220,18 @@ def _monitor_segment(graphdef, state, x, c, target, blank, steps: int):
 
 
 @functools.lru_cache(maxsize=None)
-def _contribution_fn(top_frac: float):
-    """Jitted ``(attn, x (81, D)) -> contribution index``, one compile per ``top_frac``."""
-    return jax.jit(lambda attn, x: msa_contribution_index(attn, x, top_frac))
+def _contribution_fn(top_frac: float, krylov_dim: int | None):
+    """Jitted ``(attn, x (81, D)) -> (index, residual, gap)``, one compile per setting (NaN diagnostics if dense)."""
+    if krylov_dim is None:
+        nan = jnp.full((), jnp.nan)
+        return jax.jit(lambda attn, x: (msa_contribution_index(attn, x, top_frac), nan, nan))
+    m = None if krylov_dim == 0 else krylov_dim
+    return jax.jit(lambda attn, x: tuple(krylov_contribution_index(lambda z: msa(attn, z), x, top_frac, m)))
 
 
 def monitor_rollout(model, digits, given, steps: int, key: jax.Array, *, solutions=None,
-                    contribution_every: int = 1, contribution_puzzles: int = 1, top_frac: float = 0.02) -> dict:
+                    contribution_every: int = 1, contribution_puzzles: int = 1, top_frac: float = 0.02,
+                    krylov_dim: int | None = None) -> dict:
     """Pseudo-energy monitors along one rollout (sec. 6.3), for the evaluation loop and ``experiments.pseudo_energy``.
 
     At every state ``X_t``, ``t = 0 .. steps`` (``X_0`` = the model's initial state), with
@@ -238,8 +244,10 @@ def monitor_rollout(model, digits, given, steps: int, key: jax.Array, *, solutio
     * the contribution index (share of ``||x_t||^2`` on the top ``top_frac`` eigenvectors of
       ``S_t = J_t + J_t^T``, ``rsa_jax.monitor.msa_contribution_index``) on the first
       ``contribution_puzzles`` puzzles at ``t = 0, e, 2e, ...`` and ``t = steps`` (``e =
-      contribution_every``). It is dense: ``(81 D)^2`` memory and an ``O((81 D)^3)`` eigh per
-      puzzle and step (about 5 s at D = 16 on a CPU core; a 7 GB matrix at D = 512).
+      contribution_every``). Dense by default: ``(81 D)^2`` memory and an ``O((81 D)^3)`` eigh per
+      puzzle and step (about 5 s at D = 16 on a CPU core, minutes at D = 128, a 7 GB matrix at
+      D = 512); with ``krylov_dim`` matrix-free Lanczos (``rsa_jax.monitor.krylov_contribution_index``,
+      seconds at D = 128) with its residual and gap diagnostics.
 
     Only ``model.condition``, ``model.pure_step`` and ``model.readout`` are used.
 
@@ -254,13 +262,16 @@ def monitor_rollout(model, digits, given, steps: int, key: jax.Array, *, solutio
       contribution_every: spacing of the contribution-index steps (0: never computed).
       contribution_puzzles: puzzles (the first ones) the contribution index is computed on.
       top_frac: fraction of eigenvectors counted (2% in the paper).
+      krylov_dim: None: dense eigh (exact); an int: Lanczos with that many steps (0: its default,
+        ``6 k``).
 
     Returns:
       dict of NumPy arrays: ``t`` ``(steps + 1,)``; ``energy``, ``cosine`` ``(steps + 1,)`` means over
       puzzles and ``energy_per_puzzle``, ``cosine_per_puzzle`` ``(steps + 1, B)``; ``board_acc``,
       ``cell_acc`` ``(steps + 1,)`` (None without ``solutions``); ``contribution_t`` ``(K,)``,
       ``contribution`` ``(K,)`` (mean over the puzzles) and ``contribution_per_puzzle`` ``(K, P)``
-      (empty with ``contribution_every = 0``).
+      (empty with ``contribution_every = 0``); ``contribution_residual``, ``contribution_gap``
+      ``(K, P)`` Lanczos diagnostics relative to the top eigenvalue (NaN when dense).
     """
     if steps < 0 or contribution_every < 0 or contribution_puzzles < 1:
         raise ValueError(f"need steps >= 0, contribution_every >= 0, contribution_puzzles >= 1; got {steps}, "
@@ -273,21 +284,22 @@ def monitor_rollout(model, digits, given, steps: int, key: jax.Array, *, solutio
     attn = model.pure_step()[1]["attn"]
     marks = sorted(set(range(0, steps + 1, contribution_every)) | {steps}) if contribution_every else []
     p = min(contribution_puzzles, digits.shape[0])
-    contribution = _contribution_fn(float(top_frac))
+    contribution = _contribution_fn(float(top_frac), krylov_dim)
     records, cis, t = [], [], 0
     for stop in sorted(set(marks) | {0, steps}):
         x, rec = _monitor_segment(graphdef, state, x, c, target, blank, steps=stop - t)
         records.append(jax.device_get(rec))
         t = stop
         if stop in marks:
-            cis.append([float(contribution(attn, x[i])) for i in range(p)])
+            cis.append([[float(v) for v in contribution(attn, x[i])] for i in range(p)])
     mon = {k: np.concatenate([r[k] for r in records]) for k in records[0]}
-    cis = np.asarray(cis, np.float64).reshape(len(marks), p)
+    cis = np.asarray(cis, np.float64).reshape(len(marks), p, 3)
     n_blank = max(int(np.sum(np.asarray(blank))), 1)
     return {"t": np.arange(steps + 1),
             "energy": mon["energy"].mean(1), "energy_per_puzzle": mon["energy"],
             "cosine": mon["cosine"].mean(1), "cosine_per_puzzle": mon["cosine"],
             "board_acc": None if solutions is None else mon["board"].mean(1),
             "cell_acc": None if solutions is None else mon["cells"].sum(1) / n_blank,
-            "contribution_t": np.asarray(marks, np.int64), "contribution": cis.mean(1),
-            "contribution_per_puzzle": cis}
+            "contribution_t": np.asarray(marks, np.int64), "contribution": cis[..., 0].mean(1),
+            "contribution_per_puzzle": cis[..., 0], "contribution_residual": cis[..., 1],
+            "contribution_gap": cis[..., 2]}

@@ -17,14 +17,14 @@ Functions taking a map ``g`` work for any pure map (e.g. the whole update step i
 from __future__ import annotations
 
 import math
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
 
 from rsa_jax.attention import msa
 from rsa_jax.energy import pseudo_energy
-from rsa_jax.jacobian import dense_jacobian
+from rsa_jax.jacobian import dense_jacobian, top_symmetric_eigenpairs
 
 Map = Callable[[jnp.ndarray], jnp.ndarray]
 
@@ -63,7 +63,60 @@ def top_count(n: int, top_frac: float) -> int:
     return max(1, math.ceil(top_frac * n - 1e-9))
 
 
-def contribution_index(g: Map, x: jnp.ndarray, top_frac: float = 0.02) -> jnp.ndarray:
+class KrylovContribution(NamedTuple):
+    """Output of ``krylov_contribution_index`` (scalars).
+
+    Attributes:
+      index: the contribution index from the top ``k`` Ritz vectors.
+      residual: ``max_i ||S q_i - theta_i q_i||`` over them, relative to ``|theta_1|``.
+      gap: ``(theta_k - theta_{k+1}) / |theta_1|``, the Ritz gap at the cut. ``residual / gap`` well
+        below 1 says the Ritz subspace has settled at the cut (a Davis-Kahan-type diagnostic, not a
+        certificate: ``theta_{k+1}`` is itself a Ritz value, and the bound on the subspace angle uses
+        all k residuals).
+    """
+
+    index: jnp.ndarray
+    residual: jnp.ndarray
+    gap: jnp.ndarray
+
+
+def krylov_contribution_index(g: Map, x: jnp.ndarray, top_frac: float = 0.02, krylov_dim: int | None = None,
+                              key: jax.Array | None = None) -> KrylovContribution:
+    """``contribution_index`` matrix-free: Lanczos on ``v -> J v + J^T v`` (one JVP and one VJP per step).
+
+    No dense ``S`` and no ``O(n^3)`` eigh: ``krylov_dim`` products and ``O(krylov_dim^2 n)``
+    orthogonalization, so the index is cheap at every step of a rollout and feasible at the paper's
+    width (D = 512: ``n = 41,472``). The ``k + 1`` largest Ritz pairs give the index and its
+    diagnostics (``KrylovContribution``). Jittable (``top_frac``, ``krylov_dim`` static).
+
+    Args:
+      g: map from x's shape to itself.
+      x: state, any shape, ``n = x.size``.
+      top_frac: fraction of eigenvectors counted (2% in the paper); ``k = top_count(n, top_frac)``.
+      krylov_dim: Lanczos steps (``k < krylov_dim < n``); default ``min(n - 1, max(6 k, 40))``.
+      key: PRNG key of the random start vector (default ``PRNGKey(0)``).
+
+    Returns:
+      ``KrylovContribution(index, residual, gap)``.
+    """
+    n = x.size
+    k = top_count(n, top_frac)
+    m = min(n - 1, max(6 * k, 40)) if krylov_dim is None else krylov_dim
+    if not k < m < n:
+        raise ValueError(f"need k = {k} < krylov_dim < n = {n}; got krylov_dim={m}")
+    flat = x.reshape(-1)
+    _, jvp = jax.linearize(lambda z: g(z.reshape(x.shape)).reshape(-1), flat)
+    vjp = jax.linear_transpose(jvp, flat)
+    v0 = jax.random.normal(jax.random.PRNGKey(0) if key is None else key, (n,), x.dtype)
+    top = top_symmetric_eigenpairs(lambda v: jvp(v) + vjp(v)[0], v0, k + 1, m)
+    proj = top.eigenvectors[:, :k].T @ flat
+    scale = jnp.abs(top.eigenvalues[0])
+    return KrylovContribution(jnp.sum(proj ** 2) / jnp.sum(flat * flat), jnp.max(top.residuals[:k]) / scale,
+                              (top.eigenvalues[k - 1] - top.eigenvalues[k]) / scale)
+
+
+def contribution_index(g: Map, x: jnp.ndarray, top_frac: float = 0.02, *,
+                       krylov_dim: int | None = None) -> jnp.ndarray:
     """Share of ``||x||^2`` on the top eigenvectors of ``S = J + J^T``, ``J = dg/dx`` at ``x``.
 
     ``sum_{i <= k} (q_i^T x)^2 / ||x||^2`` with ``q_i`` the eigenvectors of S sorted by decreasing
@@ -71,18 +124,22 @@ def contribution_index(g: Map, x: jnp.ndarray, top_frac: float = 0.02) -> jnp.nd
     index pass ``g = lambda z: msa(attn, z)`` (see ``msa_contribution_index``) and one sample
     ``x`` of shape ``(S, D)``; vmap over a batch.
 
-    Cost: dense S (``n`` JVPs, ``n^2`` memory) and ``jnp.linalg.eigh`` (``O(n^3)``): fine up to a
-    few thousand dimensions (e.g. S = 81 cells with D <= 64: n <= 5184, ~0.2 GB in float64), not
-    for the full Sudoku models (D = 512: n = 41472, a 7 GB float32 matrix).
+    Cost (``krylov_dim=None``, exact): dense S (``n`` JVPs, ``n^2`` memory) and ``jnp.linalg.eigh``
+    (``O(n^3)``): fine up to a few thousand dimensions (S = 81 cells with D <= 64: n <= 5184), minutes
+    per call at D = 128 on a CPU and not possible at D = 512 (n = 41,472: a 7 GB float32 matrix).
+    With ``krylov_dim`` set: ``krylov_contribution_index`` (Lanczos; its diagnostics are dropped here).
 
     Args:
       g: map from x's shape to itself.
       x: state, any shape.
       top_frac: fraction of eigenvectors counted (2% in the paper).
+      krylov_dim: Lanczos steps, or None for the dense eigh.
 
     Returns:
       Scalar in ``[0, 1]``.
     """
+    if krylov_dim is not None:
+        return krylov_contribution_index(g, x, top_frac, krylov_dim).index
     s = symmetric_jacobian(g, x)
     k = top_count(s.shape[0], top_frac)
     _, q = jnp.linalg.eigh(s)  # ascending eigenvalues

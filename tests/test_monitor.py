@@ -12,9 +12,9 @@ import pytest  # noqa: E402
 
 from rsa_jax.attention import msa  # noqa: E402
 from rsa_jax.energy import pseudo_energy  # noqa: E402
-from rsa_jax.jacobian import dense_jacobian  # noqa: E402
-from rsa_jax.monitor import (contribution_index, msa_contribution_index, msa_cosine,  # noqa: E402
-                             pseudo_energy_trajectory, symmetric_jacobian, top_count)
+from rsa_jax.jacobian import dense_jacobian, top_symmetric_eigenpairs  # noqa: E402
+from rsa_jax.monitor import (contribution_index, krylov_contribution_index, msa_contribution_index,  # noqa: E402
+                             msa_cosine, pseudo_energy_trajectory, symmetric_jacobian, top_count)
 
 D, H, S, B, T = 8, 2, 3, 2, 4
 
@@ -115,6 +115,42 @@ def test_contribution_index_matches_numpy_eigh():
     batched = jax.vmap(functools.partial(msa_contribution_index, attn, top_frac=0.25))(xb)
     for b in range(B):
         np.testing.assert_allclose(batched[b], msa_contribution_index(attn, xb[b], 0.25), rtol=1e-10)
+
+
+def test_top_symmetric_eigenpairs_known_spectrum():
+    # A = Q diag(lam) Q^T with known lam: the top 3 Ritz pairs are lam's top 3 and Q's columns (up to sign)
+    n = 60
+    q, _ = np.linalg.qr(np.random.default_rng(11).standard_normal((n, n)))
+    lam = np.linspace(-1.0, 2.0, n)
+    a = jnp.asarray(q @ np.diag(lam) @ q.T)
+    v0 = jnp.asarray(np.random.default_rng(12).standard_normal(n))
+    top = jax.jit(lambda v: top_symmetric_eigenpairs(lambda u: a @ u, v, 3, 55))(v0)
+    np.testing.assert_allclose(top.eigenvalues, lam[::-1][:3], atol=1e-10)
+    np.testing.assert_allclose(np.abs(q[:, ::-1][:, :3].T @ top.eigenvectors), np.eye(3), atol=1e-6)  # ~ residual / gap
+    assert np.all(top.residuals < 1e-8)
+    # too few Lanczos steps: the residuals say so
+    short = top_symmetric_eigenpairs(lambda u: a @ u, v0, 3, 5)
+    assert np.max(short.residuals) > 1e-3
+    with pytest.raises(ValueError, match="krylov_dim"):
+        top_symmetric_eigenpairs(lambda u: a @ u, v0, 6, 5)
+
+
+def test_krylov_contribution_index_matches_dense():
+    # MSA at S = 16 tokens, D = 8: n = 128, the top 25% (k = 32); dense eigh is the reference
+    attn = _attn(13)
+    x = jnp.asarray(np.random.default_rng(14).standard_normal((16, D)))
+    f = lambda z: msa(attn, z)
+    for frac in (0.02, 0.25):
+        ref = float(contribution_index(f, x, frac))
+        res = krylov_contribution_index(f, x, frac)
+        np.testing.assert_allclose(res.index, ref, atol=1e-8)
+        assert res.residual < 1e-8 and res.gap > 0
+        np.testing.assert_allclose(contribution_index(f, x, frac, krylov_dim=100), ref, atol=1e-8)
+    # a Krylov space too small to settle the cut: flagged by residual vs gap, and the index is off
+    rough = krylov_contribution_index(f, x, 0.25, 40)
+    assert rough.residual > rough.gap
+    with pytest.raises(ValueError, match="krylov_dim"):
+        krylov_contribution_index(f, x, 0.25, 32)
 
 
 def test_msa_cosine_matches_dense_jacobian():

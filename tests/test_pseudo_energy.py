@@ -127,6 +127,23 @@ def test_contribution_index_and_cosine_match_dense_numpy(itrsa, puzzles, monitor
     np.testing.assert_allclose(monitored["contribution"], ci.mean(1))
 
 
+def test_krylov_contribution_matches_dense_rollout(itrsa, puzzles, monitored):
+    mon = monitor_rollout(itrsa, puzzles.puzzles.astype(np.int32), puzzles.givens, 3, KEY,
+                          contribution_every=3, contribution_puzzles=2, krylov_dim=0)
+    np.testing.assert_allclose(mon["contribution_per_puzzle"], monitored["contribution_per_puzzle"], atol=1e-4)
+    assert np.all(mon["contribution_residual"] < mon["contribution_gap"])
+    assert np.all(np.isnan(monitored["contribution_residual"]))          # dense: no Lanczos diagnostics
+
+
+def test_contribution_method_resolution():
+    args = pe.resolve(pe.parse_args(["--d", "16"]))
+    assert pe.krylov_dim(args, 16) is None and pe.krylov_dim(args, 128) == 0    # auto: dense up to D = 32
+    args = pe.resolve(pe.parse_args(["--contribution-method", "krylov", "--krylov-dim", "50"]))
+    assert pe.krylov_dim(args, 16) == 50
+    with pytest.raises(SystemExit, match="krylov-dim"):
+        pe.resolve(pe.parse_args(["--contribution-method", "dense", "--krylov-dim", "50"]))
+
+
 def test_accuracy_matches_predict(itrsa, puzzles, monitored):
     pred = predict(itrsa, puzzles.puzzles.astype(np.int32), puzzles.givens, KEY, 3)
     assert monitored["cell_acc"][-1] == pytest.approx(cell_accuracy(pred, puzzles))
