@@ -91,10 +91,11 @@ def spectra(step, params, c, x0, *, T, k, sweeps):
     return jax.vmap(one)(x0, c)
 
 
-@functools.partial(jax.jit, static_argnames=("step", "T", "num_null"))
-def exponent_sums(step, params, c, x0, *, T, num_null):
+@functools.partial(jax.jit, static_argnames=("step", "T", "num_null", "chunk"))
+def exponent_sums(step, params, c, x0, *, T, num_null, chunk=None):
     """``nonnull_exponent_sum`` per puzzle (one after the other: each holds an ``n x n`` Jacobian)."""
-    return jax.lax.map(lambda a: nonnull_exponent_sum(lambda y: step(params, y, a[1]), a[0], T, num_null), (x0, c))
+    return jax.lax.map(lambda a: nonnull_exponent_sum(lambda y: step(params, y, a[1]), a[0], T, num_null,
+                                                      chunk=chunk), (x0, c))
 
 
 def main(argv=None):
@@ -112,6 +113,9 @@ def main(argv=None):
     p.add_argument("--paper-mean", action="store_true",
                    help="with --k: also the paper's mean LE over all non-null exponents, exactly, from their sum "
                         "(rsa_jax.lyapunov.nonnull_exponent_sum; minutes at n = 10,368 on a CPU)")
+    p.add_argument("--chunk", type=int, default=None,
+                   help="--paper-mean pushes this many tangent columns at once (default: all n, ~5 GB at "
+                        "n = 10,368; a few hundred bound the memory, same result)")
     p.add_argument("--sweeps", type=int, default=None,
                    help="refinement sweeps of lyapunov_spectrum (default 1 for the full spectrum, 10 with --k)")
     p.add_argument("--scale", type=float, nargs="+", default=[1.0], help="X0 multiplier(s) (default 1)")
@@ -124,6 +128,8 @@ def main(argv=None):
     p.add_argument("--data-dir", default=None, help="Sudoku data folder (default: rsa_jax.data.sudoku's)")
     args = parse(p, argv)
     args.sweeps = (1 if args.k is None else 10) if args.sweeps is None else args.sweeps
+    if args.chunk is not None and args.chunk < 1:
+        raise SystemExit(f"--chunk must be >= 1; got {args.chunk}")
     if args.paper_mean and args.k is None:
         print("--paper-mean: the full spectrum's mean already is the paper's mean LE (no --k given)")
     dtype = jnp.float64 if args.float64 else jnp.float32
@@ -158,7 +164,7 @@ def main(argv=None):
                    "seconds": time.perf_counter() - t0, "exponents": np.asarray(ex)}
             if args.paper_mean and args.k is not None:
                 t1 = time.perf_counter()
-                sums = exponent_sums(step, params, c, scale * x0, T=T, num_null=nulls)
+                sums = exponent_sums(step, params, c, scale * x0, T=T, num_null=nulls, chunk=args.chunk)
                 pm = np.asarray(sums.total) / (x0[0].size - nulls)
                 piv = {"kept": np.asarray(sums.kept_pivot), "dropped": np.asarray(sums.dropped_pivot),
                        "min_stretch": np.asarray(sums.min_stretch)}

@@ -117,6 +117,11 @@ def test_dense_jacobian_non_square_and_shapes():
     j = np.asarray(_jit_dense(lambda z: jnp.tanh(jnp.asarray(m) @ z.reshape(-1)))(x))
     ref = (1 - np.tanh(m @ np.asarray(x).ravel()) ** 2)[:, None] * m
     np.testing.assert_allclose(j, ref, rtol=1e-12, atol=1e-14)
+    for chunk in (1, 4, 100):   # columns pushed in batches (lax.map, a ragged last batch) or all at once
+        jc = jax.jit(lambda z: dense_jacobian(lambda y: jnp.tanh(jnp.asarray(m) @ y.reshape(-1)), z, chunk))(x)
+        np.testing.assert_allclose(jc, ref, rtol=1e-12, atol=1e-14)
+    with pytest.raises(ValueError, match="chunk"):
+        dense_jacobian(lambda z: z, x, 0)
 
 
 def test_linear_operators_match_dense_products():

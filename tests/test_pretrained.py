@@ -145,6 +145,10 @@ def test_sudoku_ood_evaluates_shipped_models(shipped_dir, tmp_path, capsys):
     # --paper-mean: the paper's mean LE (exact non-null sum, tested in test_lyapunov) beside the leading k
     lyapunov.main(["--checkpoint", "sudoku-itrsa-test", "--k", "2", "--paper-mean", "--out", str(tmp_path / "lp")])
     (r,) = json.loads((tmp_path / "lp" / "lyapunov.json").read_text())["records"]
+    lyapunov.main(["--checkpoint", "sudoku-itrsa-test", "--k", "2", "--paper-mean", "--chunk", "100",
+                   "--out", str(tmp_path / "lc")])       # tangents pushed 100 at a time: the same mean
+    (rc,) = json.loads((tmp_path / "lc" / "lyapunov.json").read_text())["records"]
+    assert rc["paper_mean_le"] == pytest.approx(r["paper_mean_le"], rel=1e-5)
     le = pretrained.add_lyapunov("sudoku-itrsa-test", tmp_path / "lp" / "lyapunov.json")["lyapunov"]
     assert le["mean_le_method"].startswith("nonnull_exponent_sum") and le["mean_le_num_null"] == 81
     assert le["mean_le"] == r["paper_mean_le"] < le["max_le"] and le["mean_le_leading_k"] == r["mean_le"]
