@@ -209,7 +209,7 @@ def arnoldi(jvp: Map, v0: jnp.ndarray, m: int):
     def body(j, carry):
         vs, h, lost = carry
         w = jvp(vs[j])
-        basis = jnp.where((jnp.arange(m + 1) <= j)[:, None], vs, 0.0)   # rows > j are still zero
+        basis = vs                      # rows > j are still zero: no mask (and no copy of V per step)
         c = jnp.zeros(m + 1, dtype)
         for _ in range(2):
             d = basis @ w
