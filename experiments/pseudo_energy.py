@@ -171,7 +171,7 @@ def summary(mon: dict) -> dict:
                 "contribution_max": float(ci.max()), "contribution_argmax_t": int(ct[int(np.argmax(ci))]),
                 "contribution_rises": bool(ci[-1] > ci[0])}
         res, gap = mon["contribution_residual"], mon["contribution_gap"]
-        if not np.all(np.isnan(res)):   # Lanczos: the worst residual-to-gap ratio (error estimate of the index)
+        if not np.all(np.isnan(res)):   # Lanczos: the worst residual-to-gap ratio (a convergence diagnostic)
             out |= {"contribution_method": "krylov", "contribution_residual_max": float(np.max(res)),
                     "contribution_residual_over_gap_max": float(np.max(res / gap))}
         else:

@@ -24,7 +24,7 @@ import jax.numpy as jnp
 
 from rsa_jax.attention import msa
 from rsa_jax.energy import pseudo_energy
-from rsa_jax.jacobian import dense_jacobian, top_symmetric_eigenpairs
+from rsa_jax.jacobian import dense_jacobian, linear_operators, top_symmetric_eigenpairs
 
 Map = Callable[[jnp.ndarray], jnp.ndarray]
 
@@ -105,10 +105,9 @@ def krylov_contribution_index(g: Map, x: jnp.ndarray, top_frac: float = 0.02, kr
     if not k < m < n:
         raise ValueError(f"need k = {k} < krylov_dim < n = {n}; got krylov_dim={m}")
     flat = x.reshape(-1)
-    _, jvp = jax.linearize(lambda z: g(z.reshape(x.shape)).reshape(-1), flat)
-    vjp = jax.linear_transpose(jvp, flat)
+    _, jvp, vjp = linear_operators(lambda z: g(z.reshape(x.shape)).reshape(-1), flat)
     v0 = jax.random.normal(jax.random.PRNGKey(0) if key is None else key, (n,), x.dtype)
-    top = top_symmetric_eigenpairs(lambda v: jvp(v) + vjp(v)[0], v0, k + 1, m)
+    top = top_symmetric_eigenpairs(lambda v: jvp(v) + vjp(v), v0, k + 1, m)
     proj = top.eigenvectors[:, :k].T @ flat
     scale = jnp.abs(top.eigenvalues[0])
     return KrylovContribution(jnp.sum(proj ** 2) / jnp.sum(flat * flat), jnp.max(top.residuals[:k]) / scale,
