@@ -10,6 +10,7 @@ the paper (Fig. 5 regularizers, Fig. S.1 heads, Fig. 4 oscillator-wise RMSNorm) 
         --budget 7200 > runs/claims_runs.log 2>&1 &       # the next unfinished models, within 2 h
     python -m experiments.claims_runs park                # unfinished runs -> pretrained/_resume/ (commit it)
     python -m experiments.claims_runs park --ship-partial # ... and ship their EMA weights now, marked partial
+    python -m experiments.claims_runs select              # each lambda grid's pick on RRN valid
 
 ``train`` first evaluates shipped models whose evaluation is missing, then takes the planned models
 in order, skips shipped ones, restores a parked run when it is further along than ``runs/<name>``,
@@ -22,6 +23,13 @@ trains (resuming exactly) until the model reaches ``--steps`` or the budget ends
 machine is exact only with the same device count (``data_parallel`` follows it; summation order).
 ``park --ship-partial`` also ships an unfinished model (its manifest says ``partial``: step k of
 ``--steps``), so that the experiments can use it meanwhile; ``train`` continues it and replaces it.
+
+A regularizer's weight is chosen from a small grid on RRN valid, never on test: planned models that
+share a ``group`` are one grid (same kind and regularizer, one lambda each). Their evaluation adds RRN
+valid curves (``validation`` in the manifest: first ``--valid-limit`` puzzles, the OOD T_eval grid),
+and ``select`` picks the member with the best curves (``experiments.regularization.select_lambda``:
+board accuracy averaged over T_eval, ties by cell accuracy, then the smaller lambda), evaluating any
+shipped member whose validation is missing first; it writes ``<out>/selection.json``.
 """
 
 from __future__ import annotations
@@ -44,13 +52,15 @@ RESUME_DIR = "_resume"
 
 
 class Planned(NamedTuple):
-    """One model of the claims table: its name, kind, changes to the CPU protocol, and why."""
+    """One model of the claims table: its name, kind, changes to the CPU protocol, and why; ``group``
+    names the lambda grid it belongs to (members differ only in ``penalty_lam``; ``select`` picks one)."""
 
     name: str
     kind: str
     model: dict = {}
     train: dict = {}
     claim: str = ""
+    group: str = ""
 
 
 PLAN = (
@@ -64,11 +74,15 @@ PLAN = (
             claim="max LE < 0 for symmetric (energy) SA: W^V = sym(W^Q W^K^T), H = 1, trained one epoch as the "
                   "paper does"),
     Planned("sudoku-itrsa-spec-cpu", "itrsa", train={"penalty": "spec", "penalty_lam": 1e-4},
-            claim="R_Spec helps (Fig. 5); the paper's ItrSA lambda, W^Q, W^K, W^V, W^O taken apart"),
+            claim="R_Spec helps (Fig. 5); the paper's ItrSA lambda, W^Q, W^K, W^V, W^O taken apart",
+            group="spec-itrsa"),
     Planned("sudoku-akorn-spec-cpu", "akorn", train={"penalty": "spec", "penalty_lam": 1e-5},
-            claim="R_Spec helps most for AKOrN (Fig. 5); the paper's AKOrN lambda"),
+            claim="R_Spec helps most for AKOrN (Fig. 5); the paper's AKOrN lambda", group="spec-akorn"),
     Planned("sudoku-itrsa-emulti-cpu", "itrsa", model={"orthogonal_vo": "cayley"},
             train={"penalty": "e_multi", "penalty_lam": 1e-4}, claim="R_E-multi hurts (Fig. 5)"),
+    Planned("sudoku-itrsa-spec-lam1e-5-cpu", "itrsa", train={"penalty": "spec", "penalty_lam": 1e-5},
+            claim="R_Spec lambda grid (ItrSA): one tenth of the paper's lambda, which slowed learning",
+            group="spec-itrsa"),
     Planned("sudoku-itrsa-h1-cpu", "itrsa", model={"heads": 1}, claim="H = 1 poor (Fig. S.1)"),
     Planned("sudoku-itrsa-h2-cpu", "itrsa", model={"heads": 2}, claim="H = 2 poor (Fig. S.1)"),
     Planned("sudoku-itrsa-h8-cpu", "itrsa", model={"heads": 8}, claim="H = 8 (Fig. S.1)"),
@@ -76,6 +90,8 @@ PLAN = (
             claim="R_E-single fails (Fig. 5); one head, the paper's lambda"),
     Planned("sudoku-akorn-rms-cpu", "akorn", model={"norm": "rmsnorm"},
             claim="oscillator-wise RMSNorm, learned gamma (Fig. 4, Table S.1: max |gamma| < 1)"),
+    Planned("sudoku-akorn-spec-lam1e-6-cpu", "akorn", train={"penalty": "spec", "penalty_lam": 1e-6},
+            claim="R_Spec lambda grid (AKOrN): one tenth of the paper's lambda", group="spec-akorn"),
 )
 
 
@@ -100,7 +116,7 @@ def config(entry: Planned, steps: int, out: Path, budget: float | None):
 def status(entry: Planned, runs: Path) -> str:
     """``shipped``, ``shipped, not evaluated``, ``run/parked at step k`` or ``not started``."""
     if finished(entry.name):
-        return "shipped" if evaluated(entry.name) else "shipped, not evaluated"
+        return "shipped" if evaluated(entry) else "shipped, not evaluated"
     partial = "shipped partial, " if entry.name in pretrained.names() else ""
     for where, run in (("run", runs / entry.name), ("parked", pretrained.root() / RESUME_DIR / entry.name)):
         step = latest_step(run)
@@ -140,23 +156,83 @@ def finished(name: str) -> bool:
     return name in pretrained.names() and not pretrained.manifest(name).get("partial")
 
 
-def evaluated(name: str) -> bool:
-    """Whether shipped model ``name``'s manifest has its accuracy curves and Lyapunov exponents."""
-    m = pretrained.manifest(name)
-    return "accuracy" in m and "lyapunov" in m
+def evaluated(entry: Planned) -> bool:
+    """Whether shipped model ``entry.name``'s manifest has its accuracy curves and Lyapunov exponents
+    (and, for a member of a lambda grid, its RRN valid curves)."""
+    m = pretrained.manifest(entry.name)
+    return "accuracy" in m and "lyapunov" in m and (not entry.group or "validation" in m)
+
+
+def validate(entry: Planned, limit: int | None = 500, data_dir=None) -> dict:
+    """RRN valid board and cell accuracy of shipped model ``entry.name`` along the OOD T_eval grid
+    (``rsa_jax.configs.SUDOKU_EVAL_CPU``; first ``limit`` puzzles, None: all), into its manifest."""
+    from rsa_jax.configs import SUDOKU_EVAL_CPU
+    from rsa_jax.data.sudoku import load_split
+    from rsa_jax.evaluate import evaluate_boards
+    model, _ = pretrained.load(entry.name)
+    valid = load_split("rrn_valid", data_dir, limit=limit)   # model selection on stand-ins would mean nothing
+    ev = evaluate_boards(model, valid, SUDOKU_EVAL_CPU.t_eval, batch_size=SUDOKU_EVAL_CPU.eval_batch_size)
+    curves = {"split": [valid.name, len(valid)], "steps": list(ev["steps"]),
+              "board_acc": [float(x) for x in ev["board_acc"]], "cell_acc": [float(x) for x in ev["cell_acc"]]}
+    pretrained.add_validation(entry.name, curves)
+    print(f"[{entry.name}] RRN valid ({len(valid)}): boards {curves['board_acc']}, cells "
+          f"{[round(c, 3) for c in curves['cell_acc']]} at T_eval {curves['steps']}", flush=True)
+    return curves
+
+
+def select(entries, out: Path, limit: int | None = 500, criterion: str = "board_mean") -> dict:
+    """Each lambda grid's pick on RRN valid (members shipped so far; a missing validation is computed
+    first): ``{group: {"selected", "lam", "criterion", "members": {name: {"lam", "score"}}, "planned"}}``,
+    also written to ``out / "selection.json"``."""
+    from experiments.regularization import select_lambda
+    groups = {}
+    for e in entries:
+        if e.group:
+            groups.setdefault(e.group, []).append(e)
+    result = {}
+    for group, members in groups.items():
+        done = [e for e in members if finished(e.name)]
+        per = {}
+        for e in done:
+            if "validation" not in pretrained.manifest(e.name):
+                validate(e, limit)
+            v = pretrained.manifest(e.name)["validation"]
+            per[e.name] = {"lam": e.train["penalty_lam"], "valid": {"board_acc": [v["board_acc"]],
+                                                                     "cell_acc": [v["cell_acc"]]}}
+        if not per:
+            print(f"[{group}] no member shipped yet ({', '.join(e.name for e in members)})")
+            continue
+        best, scores = select_lambda(per, criterion)
+        result[group] = {"selected": best, "lam": per[best]["lam"], "criterion": criterion,
+                         "members": {k: {"lam": per[k]["lam"], "score": list(scores[k])} for k in per},
+                         "planned": [e.name for e in members]}
+        print(f"[{group}] selected {best} (lambda {per[best]['lam']:g}; {criterion} on RRN valid: "
+              + ", ".join(f"{k} {scores[k]}" for k in per)
+              + (f"; not shipped yet: {[e.name for e in members if e not in done]}" if len(done) < len(members)
+                 else "") + ")", flush=True)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "selection.json").write_text(json.dumps(result, indent=2))
+    return result
 
 
 def evaluate(entry: Planned, out: Path, eval_args: list) -> bool:
     """ID / OOD curves and Lyapunov exponents (max LE from the leading 32, the paper's mean LE exactly:
-    ~25 CPU-minutes at the CPU protocol's size) of a shipped model, into its manifest; an error is
-    printed (the model stays "shipped, not evaluated" and the next ``train`` retries) and gives False."""
+    ~25 CPU-minutes at the CPU protocol's size) of a shipped model, and RRN valid curves for a member of
+    a lambda grid, into its manifest; an error is printed (the model stays "shipped, not evaluated" and
+    the next ``train`` retries) and gives False."""
     from experiments import lyapunov, sudoku_ood
     try:
-        sudoku_ood.main(["--models", entry.kind, "--checkpoints", entry.name, "--out", str(out / "ood"), *eval_args])
-        pretrained.add_accuracy(entry.name, out / "ood" / "sudoku_ood.json")
-        lyapunov.main(["--checkpoint", entry.name, "--k", "32", "--paper-mean", "--chunk", "1296",   # ~2 GB, not ~5
-                       "--out", str(out / "lyapunov")])
-        pretrained.add_lyapunov(entry.name, out / "lyapunov" / "lyapunov.json")
+        m = pretrained.manifest(entry.name)
+        if "accuracy" not in m:
+            sudoku_ood.main(["--models", entry.kind, "--checkpoints", entry.name, "--out", str(out / "ood"),
+                             *eval_args])
+            pretrained.add_accuracy(entry.name, out / "ood" / "sudoku_ood.json")
+        if "lyapunov" not in m:
+            lyapunov.main(["--checkpoint", entry.name, "--k", "32", "--paper-mean", "--chunk", "1296",  # ~2 GB, not ~5
+                           "--out", str(out / "lyapunov")])
+            pretrained.add_lyapunov(entry.name, out / "lyapunov" / "lyapunov.json")
+        if entry.group and "validation" not in m:
+            validate(entry)
         return True
     except Exception as e:   # noqa: BLE001 (one model's evaluation must not stop the queue)
         print(f"[{entry.name}] evaluation failed: {type(e).__name__}: {e}", flush=True)
@@ -196,7 +272,7 @@ def train_next(args) -> list:
     wanted = [e for e in PLAN if not args.only or e.name in args.only]
     if args.evaluate:   # models shipped earlier whose evaluation did not happen or failed
         for entry in wanted:
-            if finished(entry.name) and not evaluated(entry.name):
+            if finished(entry.name) and not evaluated(entry):
                 evaluate(entry, args.out / entry.name, eval_args)
     reserve = args.eval_reserve if args.evaluate else 0.0
     for entry in [e for e in wanted if not finished(e.name)]:
@@ -235,7 +311,7 @@ def train_next(args) -> list:
 def main(argv=None):
     p = argparse.ArgumentParser(prog="python -m experiments.claims_runs", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("cmd", choices=("status", "train", "park"))
+    p.add_argument("cmd", choices=("status", "train", "park", "select"))
     p.add_argument("--runs-dir", type=Path, default=Path("runs"), help="run directories (default: runs)")
     p.add_argument("--steps", type=int, default=2880, help="optimizer steps per model (default 2880 = 32 epochs)")
     p.add_argument("--budget", type=float, default=7200.0, help="train: wall-clock seconds in all (default 7200)")
@@ -251,6 +327,8 @@ def main(argv=None):
                    help="park: also ship each unfinished model now (manifest marked partial; train replaces it)")
     p.add_argument("--info", default="{}", help="park --ship-partial: extra manifest fields (a JSON object)")
     p.add_argument("--out", type=Path, default=Path("outputs/claims_runs"), help="evaluation outputs")
+    p.add_argument("--valid-limit", type=int, default=500,
+                   help="select: first N RRN valid puzzles of a missing validation (default 500; 0: all)")
     args = p.parse_args(argv)
     args.argv = list(argv) if argv is not None else __import__("sys").argv[1:]
     unknown = sorted(set(args.only or ()) - {e.name for e in PLAN})
@@ -262,6 +340,8 @@ def main(argv=None):
         for e in PLAN:
             print(f"{e.name:{w[0]}s}  {rows[e.name]:{w[1]}s}  {e.claim}")
         return rows
+    if args.cmd == "select":
+        return select(PLAN, args.out, args.valid_limit or None)
     if args.cmd == "park":
         names = park(args.runs_dir, args.steps, args.ship_partial, json.loads(args.info))
         print(f"parked under {pretrained.root() / RESUME_DIR}: {', '.join(names) or 'nothing'}")

@@ -254,6 +254,18 @@ def add_lyapunov(name: str, results) -> dict:
     return _update_manifest(name, "lyapunov", le)
 
 
+def add_validation(name: str, curves: dict) -> dict:
+    """Adds ``validation`` (model-selection curves, e.g. RRN valid board and cell accuracy along T_eval:
+    ``{"split": [name, n], "steps": [...], "board_acc": [...], "cell_acc": [...]}``) of shipped model
+    ``name`` to its manifest; returns the new manifest."""
+    missing = {"split", "steps", "board_acc", "cell_acc"} - set(curves)
+    if missing:
+        raise PretrainedError(f"validation curves of {name} lack {sorted(missing)}")
+    if not len(curves["steps"]) == len(curves["board_acc"]) == len(curves["cell_acc"]):
+        raise PretrainedError(f"validation curves of {name}: steps, board_acc and cell_acc differ in length")
+    return _update_manifest(name, "validation", {k: curves[k] for k in ("split", "steps", "board_acc", "cell_acc")})
+
+
 def _update_manifest(name: str, key: str, value) -> dict:
     """Sets ``manifest[key] = value`` of shipped model ``name`` (file fields re-derived)."""
     m = {k: v for k, v in manifest(name).items() if k not in ("sha256", "bytes", "file")}

@@ -71,3 +71,54 @@ def test_train_ships_evaluates_parks_and_resumes(setup, capsys):
     assert rows == {"t-itrsa": "not started", "t-itrsa-spec": "shipped", "t-akorn-h1": "shipped"}
     with pytest.raises(SystemExit):
         claims_runs.main(["train", "--only", "t-unknown", *flags])
+
+
+def _ship(name: str, cfg: TrainConfig, seed: int) -> None:
+    from flax import nnx
+    from rsa_jax.models.sudoku import SudokuModel
+    folder = pretrained.root() / name
+    pretrained.save(SudokuModel(cfg.model, rngs=nnx.Rngs(seed)), cfg, folder / pretrained.MODEL_FILE)
+    pretrained.write_manifest(folder, {"name": name, "steps": 1})
+
+
+def test_select_picks_the_lambda_on_rrn_valid(setup, monkeypatch):
+    from rsa_jax.data import sudoku as S
+    from rsa_jax.evaluate import evaluate_boards
+    tmp = setup
+    data = tmp / "data"
+    data.mkdir()
+    puzzles = S.generate_puzzles(5, 30, seed=7)
+    (data / "rrn_valid.csv").write_text("".join("".join(map(str, p)) + "," + "".join(map(str, q)) + "\n"
+                                                for p, q in zip(puzzles.puzzles, puzzles.solutions)))
+    (data / "SHA256SUMS").write_text(f"{S.sha256(data / 'rrn_valid.csv')}  rrn_valid.csv\n")
+    monkeypatch.setenv(S.ENV_VAR, str(data))
+    grid = (claims_runs.Planned("g-small", "itrsa", train={"penalty": "spec", "penalty_lam": 1e-5}, group="g"),
+            claims_runs.Planned("g-big", "itrsa", train={"penalty": "spec", "penalty_lam": 1e-3}, group="g"),
+            claims_runs.Planned("g-later", "itrsa", train={"penalty": "spec", "penalty_lam": 1e-1}, group="g"),
+            claims_runs.Planned("solo", "itrsa"))
+    monkeypatch.setattr(claims_runs, "PLAN", grid)
+    for i, e in enumerate(grid[:2] + grid[3:]):
+        _ship(e.name, claims_runs.config(e, 1, tmp / "runs" / e.name, None), seed=i)
+        pretrained.write_manifest(pretrained.root() / e.name, {**pretrained.manifest(e.name), "accuracy": {},
+                                                               "lyapunov": {}})
+    # a grid member is evaluated only once it has RRN valid curves; a model outside a grid needs none
+    assert not claims_runs.evaluated(grid[0]) and claims_runs.evaluated(grid[3])
+    # g-big's curves are already there (better boards); g-small's are computed from the file
+    pretrained.add_validation("g-big", {"split": ["rrn_valid", 5], "steps": [16, 32], "board_acc": [0.2, 0.4],
+                                        "cell_acc": [0.5, 0.6]})
+    result = claims_runs.main(["select", "--out", str(tmp / "o")])
+    assert result["g"]["selected"] == "g-big" and result["g"]["lam"] == 1e-3
+    assert result["g"]["members"]["g-big"]["score"] == [pytest.approx(0.3), pytest.approx(0.55)]
+    assert result["g"]["planned"] == ["g-small", "g-big", "g-later"]
+    assert json.loads((tmp / "o" / "selection.json").read_text()) == result
+    v = pretrained.manifest("g-small")["validation"]
+    model, _ = pretrained.load("g-small")
+    ref = evaluate_boards(model, S.load_split("rrn_valid"), v["steps"])
+    assert v["split"] == ["rrn_valid", 5] and v["steps"] == [16, 32, 64, 128, 256, 512, 1024]
+    assert v["cell_acc"] == pytest.approx([float(c) for c in ref["cell_acc"]])
+    assert claims_runs.evaluated(grid[0])
+    # equal curves: the smaller lambda wins
+    pretrained.add_validation("g-big", {**v})
+    assert claims_runs.select(grid, tmp / "o")["g"]["selected"] == "g-small"
+    with pytest.raises(pretrained.PretrainedError, match="differ in length"):
+        pretrained.add_validation("g-big", {**v, "steps": [16]})
