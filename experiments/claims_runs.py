@@ -92,6 +92,10 @@ PLAN = (
             claim="oscillator-wise RMSNorm, learned gamma (Fig. 4, Table S.1: max |gamma| < 1)"),
     Planned("sudoku-akorn-spec-lam1e-6-cpu", "akorn", train={"penalty": "spec", "penalty_lam": 1e-6},
             claim="R_Spec lambda grid (AKOrN): one tenth of the paper's lambda", group="spec-akorn"),
+    Planned("sudoku-akorn-n16-cpu", "akorn", model={"n": 16},
+            claim="oscillator size (Fig. 4): AKOrN (Pi_N) at N = 16 loses test-time scaling"),
+    Planned("sudoku-akorn-rms-n16-cpu", "akorn", model={"norm": "rmsnorm", "n": 16},
+            claim="oscillator size (Fig. 4): oscillator-wise RMSNorm at N = 16 restores it"),
 )
 
 
