@@ -33,7 +33,10 @@ Sweeps (each flag takes one or more values; all combinations are run):
 * ``--wv-norm``: rescales all ``W^V_h`` by one factor so that the concatenated ``W^V`` (``D x H D_V``)
   has this *spectral* norm; ``--wo-norm`` likewise for the concatenated ``W^O`` (``H D_V x D``;
   not applicable to ``symmetric``, which has no ``W^O``);
-* ``--heads``: H of the (untrained) models; ``--T``: horizon.
+* ``--heads``: H of the (untrained) models; ``--T``: horizon;
+* ``--warmup W``: the composition starts from the state after W inference steps, ``f^W(s * X0)``, so
+  the exponents describe where the dynamics has gone (an attractor, a cycle) rather than the first
+  T steps from X0 (the paper's definition is W = 0).
 
 Outputs: ``lyapunov.json`` (every setting with max/mean LE and the spectrum), ``lyapunov.png``
 (max and mean LE vs the first swept variable with several values, one line per model) under
@@ -62,7 +65,7 @@ from rsa_jax.lyapunov import (lyapunov_spectrum, max_lyapunov, mean_lyapunov, no
                              null_directions)
 from rsa_jax.models.sudoku import ModelConfig, SudokuModel
 
-SWEEPS = ("scale", "eta", "wv_norm", "wo_norm", "heads", "T")
+SWEEPS = ("scale", "eta", "wv_norm", "wo_norm", "heads", "T", "warmup")
 
 
 def build(kind: str, args, heads: int, checkpoint: str | None = None):
@@ -89,6 +92,12 @@ def spectra(step, params, c, x0, *, T, k, sweeps):
         return lyapunov_spectrum(lambda y: step(params, y, cc), x, T, k, sweeps=sweeps).exponents
 
     return jax.vmap(one)(x0, c)
+
+
+@functools.partial(jax.jit, static_argnames=("step", "steps"))
+def advance(step, params, c, x, *, steps):
+    """``f^steps(x)`` for a batch of puzzles: ``x`` ``(B, S, D)``, ``c`` ``(B, S, D)`` -> ``(B, S, D)``."""
+    return jax.lax.fori_loop(0, steps, lambda _, y: jax.vmap(lambda yy, cc: step(params, yy, cc))(y, c), x)
 
 
 @functools.partial(jax.jit, static_argnames=("step", "T", "num_null", "chunk"))
@@ -125,9 +134,14 @@ def main(argv=None):
     p.add_argument("--heads", type=int, nargs="+", default=[2],
                    help="attention heads H of untrained models (default 2; paper 8)")
     p.add_argument("--T", type=int, nargs="+", default=[16], help="horizon(s) T (default 16, as in the paper)")
+    p.add_argument("--warmup", type=int, nargs="+", default=[0],
+                   help="inference steps W run before the T-fold composition, which then starts at f^W(X0) "
+                        "(default 0, the paper's definition)")
     p.add_argument("--data-dir", default=None, help="Sudoku data folder (default: rsa_jax.data.sudoku's)")
     args = parse(p, argv)
     args.sweeps = (1 if args.k is None else 10) if args.sweeps is None else args.sweeps
+    if min(args.warmup) < 0:
+        raise SystemExit(f"--warmup must be >= 0; got {args.warmup}")
     if args.chunk is not None and args.chunk < 1:
         raise SystemExit(f"--chunk must be >= 1; got {args.chunk}")
     if args.paper_mean and args.k is None:
@@ -147,24 +161,26 @@ def main(argv=None):
         nulls = null_directions(x0.shape[1:], chunk, norm)
         num_null = nulls if args.k is None else 0
         done = set()
-        for scale, eta, wv, wo, T in itertools.product(args.scale, args.eta, args.wv_norm, args.wo_norm, args.T):
+        for scale, eta, wv, wo, T, warm in itertools.product(args.scale, args.eta, args.wv_norm, args.wo_norm, args.T,
+                                                             args.warmup):
             wo = wo if "wo" in base["attn"] else None  # symmetric SA has no W^O: --wo-norm does not apply
-            if (scale, eta, wv, wo, T) in done:
+            if (scale, eta, wv, wo, T, warm) in done:
                 continue
-            done.add((scale, eta, wv, wo, T))
+            done.add((scale, eta, wv, wo, T, warm))
             attn = with_spectral_norms(base["attn"], wv_norm=wv, wo_norm=wo)
             params = dict(base, attn=attn, eta=jnp.asarray(base["eta"] if eta is None else eta, jnp.float32))
             t0 = time.perf_counter()
-            ex = spectra(step, params, c, scale * x0, T=T, k=args.k, sweeps=args.sweeps)
+            start = advance(step, params, c, scale * x0, steps=warm) if warm else scale * x0
+            ex = spectra(step, params, c, start, T=T, k=args.k, sweeps=args.sweeps)
             mx, mn = np.asarray(max_lyapunov(ex, num_null)), np.asarray(mean_lyapunov(ex, num_null))
             rec = {"model": label, "checkpoint": ckpt, "heads": int(params["attn"]["wq"].shape[0]), "scale": scale,
                    "eta": float(params["eta"]), "eta_overridden": eta is not None, "wv_norm": wv, "wo_norm": wo,
-                   "T": T, "num_null": num_null,
+                   "T": T, "warmup": warm, "num_null": num_null,
                    "max_le": mx.mean(), "mean_le": mn.mean(), "max_le_per_sample": mx, "mean_le_per_sample": mn,
                    "seconds": time.perf_counter() - t0, "exponents": np.asarray(ex)}
             if args.paper_mean and args.k is not None:
                 t1 = time.perf_counter()
-                sums = exponent_sums(step, params, c, scale * x0, T=T, num_null=nulls, chunk=args.chunk)
+                sums = exponent_sums(step, params, c, start, T=T, num_null=nulls, chunk=args.chunk)
                 pm = np.asarray(sums.total) / (x0[0].size - nulls)
                 piv = {"kept": np.asarray(sums.kept_pivot), "dropped": np.asarray(sums.dropped_pivot),
                        "min_stretch": np.asarray(sums.min_stretch)}
@@ -180,11 +196,11 @@ def main(argv=None):
             mean = rec["paper_mean_le"] if paper else rec["mean_le"]
             secs = rec["seconds"] + rec.get("paper_mean_seconds", 0.0)
             rows.append([label, rec["heads"], scale, rec["eta"], "-" if wv is None else wv, "-" if wo is None else wo,
-                         T, m_used, rec["max_le"], mean, secs])
+                         T, warm, m_used, rec["max_le"], mean, secs])
             print(f"{label}: max LE {rec['max_le']:+.4f}, mean LE {mean:+.4f} over {m_used} exponents "
                   f"({secs:.1f}s)", flush=True)
     print()
-    print_table(rows, ["model", "H", "scale", "eta", "|W^V|_2", "|W^O|_2", "T", "M", "max LE", "mean LE", "s"])
+    print_table(rows, ["model", "H", "scale", "eta", "|W^V|_2", "|W^O|_2", "T", "W", "M", "max LE", "mean LE", "s"])
 
     swept = [s for s in SWEEPS if len({str(r[s]) for r in records}) > 1] or ["scale"]
     x = swept[0]

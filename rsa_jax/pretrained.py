@@ -240,7 +240,7 @@ def add_lyapunov(name: str, results) -> dict:
     ``rsa_jax.lyapunov.nonnull_exponent_sum``)."""
     rec = json.loads(Path(results).read_text())
     own_eta = rec["config"].get("eta") in (None, [None])    # files written before records said it
-    plain = [r for r in rec["records"] if r.get("checkpoint") == name and r["scale"] == 1.0
+    plain = [r for r in rec["records"] if r.get("checkpoint") == name and r["scale"] == 1.0 and not r.get("warmup")
              and r["wv_norm"] is None and r["wo_norm"] is None and not r.get("eta_overridden", not own_eta)]
     if not plain:
         raise PretrainedError(f"{results}: no unswept record of {name} (run experiments.lyapunov --checkpoint {name})")

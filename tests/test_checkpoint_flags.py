@@ -64,6 +64,25 @@ def test_lyapunov_and_eigenvalues(run_dir, tmp_path):
     assert finite(*[r[k] for r in recs for k in ("max_le", "mean_le")])
     assert recs[0]["max_le"] == pytest.approx(recs[1]["max_le"], rel=1e-5)   # same parameters, two ways in
 
+    # --warmup W: the exponents of f^T at f^W(X0), checked against the dense Jacobian's singular values
+    lyapunov.main(["--out", str(tmp_path / "lw"), "--checkpoint", NAME, "--T", "2", "--k", "2", "--sweeps", "10",
+                   "--warmup", "0", "3"])
+    recs_w = {r["warmup"]: r for r in read(tmp_path / "lw" / "lyapunov.json")["records"]}
+    model, _ = pretrained.load(NAME)
+    step, params = model.pure_step()
+    from rsa_jax.data.sudoku import to_model_inputs
+    inp = to_model_inputs(load_or_generate("satnet_test", n_fallback=1, limit=1, warn=False))
+    c, x0 = model.condition(jax.numpy.asarray(inp["digits"][:1]), jax.numpy.asarray(inp["given"][:1]),
+                            jax.random.PRNGKey(0))
+    f = lambda x: step(params, x, c[0])
+    for warm, start in ((0, x0[0]), (3, f(f(f(x0[0]))))):
+        jac = jax.jacfwd(lambda x: f(f(x)))(start).reshape(start.size, start.size)
+        top = np.log(np.linalg.svd(np.asarray(jac, np.float64), compute_uv=False)[0]) / 2
+        assert recs_w[warm]["max_le"] == pytest.approx(top, abs=1e-3), warm
+    assert abs(recs_w[3]["max_le"] - recs_w[0]["max_le"]) > 1e-2          # another state, other exponents
+    with pytest.raises(SystemExit, match="warmup"):
+        lyapunov.main(["--out", str(tmp_path / "lw"), "--checkpoint", NAME, "--warmup", "-1"])
+
     eigenvalues.main(["--out", str(tmp_path / "ev"), "--float32", "--checkpoint", NAME, "--d", "8", "--heads", "2",
                       "--T", "1", "--no-composition"])
     res = read(tmp_path / "ev" / "eigenvalues.json")["results"]

@@ -73,6 +73,20 @@ def test_names_load_and_manifest(shipped_dir, tiny_run):
     leaves_equal(split_model(pretrained.load_file(tiny_run[0])[0])[1], split_model(model)[1])
 
 
+def test_add_lyapunov_takes_the_plain_record(shipped_dir, tmp_path):
+    """Of a sweep's records, the manifest gets the one at X0 unscaled, no warm-up, the model's own weights."""
+    base = {"checkpoint": "sudoku-itrsa-test", "scale": 1.0, "wv_norm": None, "wo_norm": None, "eta_overridden": False,
+            "T": 16, "num_null": 0, "mean_le": -0.5}
+    recs = [{**base, "warmup": 64, "max_le": 0.3}, {**base, "scale": 2.0, "warmup": 0, "max_le": 0.2},
+            {**base, "warmup": 0, "max_le": 0.1}]
+    f = tmp_path / "lyapunov.json"
+    f.write_text(json.dumps({"config": {"k": 32, "eta": [None]}, "num_samples": 1, "records": recs}))
+    assert pretrained.add_lyapunov("sudoku-itrsa-test", f)["lyapunov"]["max_le"] == 0.1
+    f.write_text(json.dumps({"config": {"k": 32, "eta": [None]}, "num_samples": 1, "records": recs[:2]}))
+    with pytest.raises(pretrained.PretrainedError, match="no unswept record"):
+        pretrained.add_lyapunov("sudoku-itrsa-test", f)
+
+
 def test_clear_errors(shipped_dir, tmp_path):
     with pytest.raises(KeyError, match="sudoku-itrsa-test"):          # lists what exists
         pretrained.load("no-such-model")
