@@ -60,7 +60,7 @@ from experiments.common import announce, make_parser, parse, print_table, save_f
 from experiments.sudoku_sweep import CHECKPOINT_HELP, load_checkpoint
 from rsa_jax.attention import symmetric_multi_head, with_spectral_norms
 from rsa_jax.data.sudoku import load_or_generate, to_model_inputs
-from rsa_jax.dynamics import itrsa_step
+from rsa_jax.dynamics import itrsa_step, rollout
 from rsa_jax.lyapunov import (lyapunov_spectrum, max_lyapunov, mean_lyapunov, nonnull_exponent_sum,
                              null_directions)
 from rsa_jax.models.sudoku import ModelConfig, SudokuModel
@@ -97,7 +97,7 @@ def spectra(step, params, c, x0, *, T, k, sweeps):
 @functools.partial(jax.jit, static_argnames=("step", "steps"))
 def advance(step, params, c, x, *, steps):
     """``f^steps(x)`` for a batch of puzzles: ``x`` ``(B, S, D)``, ``c`` ``(B, S, D)`` -> ``(B, S, D)``."""
-    return jax.lax.fori_loop(0, steps, lambda _, y: jax.vmap(lambda yy, cc: step(params, yy, cc))(y, c), x)
+    return rollout(jax.vmap(step, in_axes=(None, 0, 0)), params, x, c, steps)
 
 
 @functools.partial(jax.jit, static_argnames=("step", "T", "num_null", "chunk"))
