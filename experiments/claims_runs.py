@@ -12,17 +12,17 @@ the paper (Fig. 5 regularizers, Fig. S.1 heads, Fig. 4 oscillator-wise RMSNorm) 
     python -m experiments.claims_runs park --ship-partial # ... and ship their EMA weights now, marked partial
     python -m experiments.claims_runs select              # each lambda grid's pick on RRN valid
 
-``train`` first evaluates shipped models whose evaluation is missing, then takes the planned models
-in order, skips shipped ones, restores a parked run when it is further along than ``runs/<name>``,
-trains (resuming exactly) until the model reaches ``--steps`` or the budget ends
-(``TrainConfig.time_budget``, minus ``--eval-reserve``), and a finished model is shipped
-(``pretrained/<name>``, manifest with the plan entry, device and date), evaluated
-(``experiments.sudoku_ood``: ID / OOD curves) and given its Lyapunov exponents
-(``experiments.lyapunov --k 32``), both written into the manifest. A parked run is ~3 MB
-(parameters, Adam moments, EMA); it is deleted once the model ships. A parked run resumed on another
-machine is exact only with the same device count (``data_parallel`` follows it; summation order).
-``park --ship-partial`` also ships an unfinished model (its manifest says ``partial``: step k of
-``--steps``), so that the experiments can use it meanwhile; ``train`` continues it and replaces it.
+``train`` first evaluates shipped models whose evaluation is missing, then takes the planned models in
+order, skips shipped ones, restores a parked run when it is further along than ``runs/<name>``, trains
+(resuming exactly) until the model reaches ``--steps`` or the budget ends (``TrainConfig.time_budget``,
+minus ``--eval-reserve``), and a finished model is shipped (``pretrained/<name>``, manifest with the
+plan entry, device and date), evaluated (``experiments.sudoku_ood``: ID / OOD curves) and given its
+Lyapunov exponents (``experiments.lyapunov --k 32``, and the long-horizon one, ``LONG_LE``), all written
+into the manifest. A parked run is ~3 MB (parameters, Adam moments, EMA); it is deleted once the model
+ships. A parked run resumed on another machine is exact only with the same device count
+(``data_parallel`` follows it; summation order). ``park --ship-partial`` also ships an unfinished model
+(its manifest says ``partial``: step k of ``--steps``), so that the experiments can use it meanwhile;
+``train`` continues it and replaces it.
 
 A regularizer's weight is chosen from a small grid on RRN valid, never on test: planned models that
 share a ``group`` are one grid (same kind and regularizer, one lambda each). Their evaluation adds RRN
@@ -49,6 +49,9 @@ from rsa_jax import pretrained
 from rsa_jax.runs import latest_step
 
 RESUME_DIR = "_resume"
+# The long-horizon exponent beside the paper's T = 16 one: 512 steps from the state after 128 (the
+# T = 16 exponent from X0 is a finite-time one and does not rank long-run behaviour; RESULTS.md).
+LONG_LE = ("--k", "4", "--T", "512", "--warmup", "128")
 
 
 class Planned(NamedTuple):
@@ -162,9 +165,9 @@ def finished(name: str) -> bool:
 
 def evaluated(entry: Planned) -> bool:
     """Whether shipped model ``entry.name``'s manifest has its accuracy curves and Lyapunov exponents
-    (and, for a member of a lambda grid, its RRN valid curves)."""
+    (T = 16 and long-horizon; and, for a member of a lambda grid, its RRN valid curves)."""
     m = pretrained.manifest(entry.name)
-    return "accuracy" in m and "lyapunov" in m and (not entry.group or "validation" in m)
+    return all(k in m for k in ("accuracy", "lyapunov", "lyapunov_long")) and (not entry.group or "validation" in m)
 
 
 def validate(entry: Planned, limit: int | None = 500, data_dir=None) -> dict:
@@ -221,7 +224,8 @@ def select(entries, out: Path, limit: int | None = 500, criterion: str = "board_
 
 def evaluate(entry: Planned, out: Path, eval_args: list) -> bool:
     """ID / OOD curves and Lyapunov exponents (max LE from the leading 32, the paper's mean LE exactly:
-    ~25 CPU-minutes at the CPU protocol's size) of a shipped model, and RRN valid curves for a member of
+    ~25 CPU-minutes at the CPU protocol's size; the long-horizon max LE, ``LONG_LE``: ~3 minutes) of a
+    shipped model, and RRN valid curves for a member of
     a lambda grid, into its manifest; an error is printed (the model stays "shipped, not evaluated" and
     the next ``train`` retries) and gives False."""
     from experiments import lyapunov, sudoku_ood
@@ -235,6 +239,9 @@ def evaluate(entry: Planned, out: Path, eval_args: list) -> bool:
             lyapunov.main(["--checkpoint", entry.name, "--k", "32", "--paper-mean", "--chunk", "1296",  # ~2 GB, not ~5
                            "--out", str(out / "lyapunov")])
             pretrained.add_lyapunov(entry.name, out / "lyapunov" / "lyapunov.json")
+        if "lyapunov_long" not in m:
+            lyapunov.main(["--checkpoint", entry.name, *LONG_LE, "--out", str(out / "lyapunov_long")])
+            pretrained.add_lyapunov(entry.name, out / "lyapunov_long" / "lyapunov.json", long=True)
         if entry.group and "validation" not in m:
             validate(entry)
         return True

@@ -8,14 +8,19 @@ exponents go with poor test-time scaling. This script reads what the shipped mod
 * ``lyapunov``: max (and mean) LE at T = 16, put there by
   ``python -m experiments.lyapunov --checkpoint NAME --out DIR`` then
   ``python -m rsa_jax.pretrained add-lyapunov NAME DIR/lyapunov.json``;
+* ``lyapunov_long`` (optional): the long-horizon max LE, T steps from the state after W, put there by
+  ``python -m experiments.lyapunov --checkpoint NAME --k 4 --T 512 --warmup 128 --out DIR`` then
+  ``python -m rsa_jax.pretrained add-lyapunov NAME DIR/lyapunov.json --long`` (the T = 16 exponent
+  from X0 is a finite-time one; the long-horizon one is what perturbed trajectories follow);
 * ``accuracy``: RRN-test board accuracy over T_eval, put there by
   ``python -m experiments.sudoku_ood --checkpoints NAME --out DIR`` then
   ``python -m rsa_jax.pretrained add-accuracy NAME DIR/sudoku_ood.json``.
 
 Per model: x = max LE; y = OOD board accuracy (left) and blank-cell accuracy (right) at the largest
 T_eval (filled marker) and the best over T_eval (hollow marker, joined to it), so a model that peaks
-and then decays shows a long bar. Models
-missing either entry are listed with the commands that fill it.
+and then decays shows a long bar; a second row of panels puts the same accuracies against the
+long-horizon max LE, for the models that have it. Models missing an entry are listed with the
+commands that fill it.
 
     python -m experiments.le_vs_ood                                   # every shipped model
     python -m experiments.le_vs_ood --checkpoints sudoku-itrsa-cpu sudoku-akorn-cpu
@@ -34,12 +39,13 @@ from rsa_jax import pretrained
 def point(name: str) -> dict:
     """The record of shipped model ``name``: max / mean LE and its OOD curve (``None`` where missing)."""
     m = pretrained.manifest(name)
-    le, ood = m.get("lyapunov"), (m.get("accuracy") or {}).get("ood")
+    le, ood, long = m.get("lyapunov"), (m.get("accuracy") or {}).get("ood"), m.get("lyapunov_long")
     rec = {"name": name, "kind": (m.get("model") or {}).get("kind"), "norm": (m.get("model") or {}).get("norm"),
            "max_le": le and le["max_le"], "mean_le": le and le.get("mean_le"),
            "mean_le_leading_k": le and le.get("mean_le_leading_k"), "le_T": le and le["T"],
            "le_k": le and le.get("k"), "ood_steps": ood and ood["steps"], "ood_board_acc": ood and ood["board_acc"],
-           "ood_split": ood and ood.get("split")}
+           "ood_split": ood and ood.get("split"), "long_max_le": long and long["max_le"],
+           "long_T": long and long["T"], "long_warmup": long and long.get("warmup")}
     if ood:
         accs = ood["board_acc"]
         best = max(range(len(accs)), key=accs.__getitem__)
@@ -60,28 +66,39 @@ def missing_note(rec: dict) -> str:
         todo.append(f"python -m experiments.sudoku_ood --checkpoints {n} --models {rec['kind']} --out "
                     f"outputs/sudoku_ood_{n} && python -m rsa_jax.pretrained add-accuracy {n} "
                     f"outputs/sudoku_ood_{n}/sudoku_ood.json")
+    if rec["long_max_le"] is None:
+        todo.append(f"(long-horizon LE) python -m experiments.lyapunov --checkpoint {n} --k 4 --T 512 --warmup 128 "
+                    f"--out outputs/lyapunov_long_{n} && python -m rsa_jax.pretrained add-lyapunov {n} "
+                    f"outputs/lyapunov_long_{n}/lyapunov.json --long")
     return "; ".join(todo)
 
 
 def plot(records: list):
-    """Board accuracy (left) and blank-cell accuracy (right, where recorded) against max LE."""
-    horizons = sorted({r["le_T"] for r in records})
+    """Board accuracy (left) and blank-cell accuracy (right, where recorded) against max LE at T = 16
+    (top) and, for the models that have it, against the long-horizon max LE (bottom)."""
     panels = [("ood", "board")] + ([("cell", "blank-cell")] if any("cell_last" in r for r in records) else [])
-    fig, axes = plt.subplots(1, len(panels), figsize=(5.6 * len(panels), 4.0), squeeze=False)
-    for ax, (key, what) in zip(axes[0], panels):
-        for i, r in enumerate(records):
-            if f"{key}_last" not in r:
-                continue
-            color, last, best = f"C{i % 10}", 100 * r[f"{key}_last"], 100 * r[f"{key}_best"]
-            ax.plot([r["max_le"]] * 2, [last, best], color=color, lw=1)
-            ax.plot(r["max_le"], best, "o", mfc="none", color=color)
-            ax.plot(r["max_le"], last, "o", color=color, label=f"{r['name']} (T_eval {r['t_last']})")
-        ax.axvline(0.0, color="gray", lw=0.8)
-        ax.set(xlabel=f"max Lyapunov exponent (T = {', '.join(map(str, horizons))})",
-               ylabel=f"OOD (RRN test) {what} accuracy [%]",
-               title=f"max LE vs OOD {what} accuracy (filled: largest T_eval; hollow: best)")
-        ax.title.set_fontsize(9)
-        ax.legend(fontsize=7)
+    horizons = sorted({r["le_T"] for r in records})
+    xs = [("max_le", f"max Lyapunov exponent (T = {', '.join(map(str, horizons))}, from X0)")]
+    longs = sorted({(r["long_T"], r["long_warmup"]) for r in records if r["long_max_le"] is not None})
+    if longs:
+        xs.append(("long_max_le", "long-horizon max LE (" + ", ".join(f"T = {t} after {w} steps" for t, w in longs)
+                   + ")"))
+    fig, axes = plt.subplots(len(xs), len(panels), figsize=(5.6 * len(panels), 4.0 * len(xs)), squeeze=False)
+    for row, (xkey, xlabel) in zip(axes, xs):
+        for ax, (key, what) in zip(row, panels):
+            for i, r in enumerate(records):
+                if f"{key}_last" not in r or r[xkey] is None:
+                    continue
+                color, last, best, x = f"C{i % 10}", 100 * r[f"{key}_last"], 100 * r[f"{key}_best"], r[xkey]
+                ax.plot([x] * 2, [last, best], color=color, lw=1)
+                ax.plot(x, best, "o", mfc="none", color=color)
+                ax.plot(x, last, "o", color=color, label=f"{r['name']} (T_eval {r['t_last']})")
+            ax.axvline(0.0, color="gray", lw=0.8)
+            ax.set(xlabel=xlabel, ylabel=f"OOD (RRN test) {what} accuracy [%]",
+                   title=f"max LE vs OOD {what} accuracy (filled: largest T_eval; hollow: best)")
+            ax.title.set_fontsize(9)
+            ax.xaxis.label.set_fontsize(8)
+            ax.legend(fontsize=7)
     fig.tight_layout()
     return fig
 
@@ -99,15 +116,17 @@ def main(argv=None) -> dict:
     for r in records:
         note = missing_note(r)
         if note:
-            print(f"[{r['name']}] not plotted; to fill it: {note}")
+            print(f"[{r['name']}] {'incomplete' if r in ready else 'not plotted'}; to fill it: {note}")
     mean = lambda r: (r["mean_le"] if r["mean_le"] is not None
                       else f"{r['mean_le_leading_k']:.4g} (leading {r['le_k']})" if r["mean_le_leading_k"] is not None
                       else "-")
-    rows = [[r["name"], r["kind"], r["norm"], r["max_le"], mean(r), r["le_k"] or "all",
+    long = lambda r: ("-" if r["long_max_le"] is None
+                      else f"{r['long_max_le']:.4g} (T {r['long_T']} after {r['long_warmup']})")
+    rows = [[r["name"], r["kind"], r["norm"], r["max_le"], mean(r), r["le_k"] or "all", long(r),
              f"{100 * r['ood_board_acc'][0]:.1f}", f"{100 * r['ood_best']:.1f} @ {r['t_best']}",
              f"{100 * r['ood_last']:.1f} @ {r['t_last']}"] for r in ready]
-    print_table(rows, ["model", "kind", "norm", "max LE", "mean LE", "max LE of (leading k)", "OOD board (first T)",
-                       "OOD best", "OOD last"])
+    print_table(rows, ["model", "kind", "norm", "max LE", "mean LE", "max LE of (leading k)", "long-horizon max LE",
+                       "OOD board (first T)", "OOD best", "OOD last"])
     out = {"records": records, "plotted": [r["name"] for r in ready]}
     paths = [save_json(out, args.out / "le_vs_ood.json")]
     if ready:

@@ -25,6 +25,7 @@ repository (beside ``rsa_jax/``). :func:`save` and :func:`export_run` write such
 from __future__ import annotations
 
 import json
+import math
 import os
 import zipfile
 from pathlib import Path
@@ -231,27 +232,41 @@ def add_accuracy(name: str, results, *, kind: Optional[str] = None) -> dict:
                                                **({"vote": r["vote"]} if "vote" in r else {})})
 
 
-def add_lyapunov(name: str, results) -> dict:
+def add_lyapunov(name: str, results, *, long: bool = False) -> dict:
     """Adds ``lyapunov`` (max and mean LE at T, X0 unscaled, the model's own eta and weights) of shipped
     model ``name`` to its manifest, read from a ``lyapunov.json`` (``experiments.lyapunov --checkpoint
     NAME``); returns the new manifest. ``mean_le`` is the paper's mean LE only when the full spectrum
     was computed (``k`` is None); with ``--k`` it is the mean of the leading k and is stored as
     ``mean_le_leading_k``; ``--k K --paper-mean`` gives both (the paper's mean from
-    ``rsa_jax.lyapunov.nonnull_exponent_sum``)."""
+    ``rsa_jax.lyapunov.nonnull_exponent_sum``).
+
+    With ``long=True`` it adds ``lyapunov_long`` instead: the long-horizon exponent of a composition
+    started after a warm-up (``experiments.lyapunov --checkpoint NAME --warmup W --T T``; the record
+    with the largest T, then the largest W), which is what perturbed trajectories follow in the long
+    run; the paper's definition (``long=False``) starts at X0 and ignores warmed records."""
     rec = json.loads(Path(results).read_text())
     own_eta = rec["config"].get("eta") in (None, [None])    # files written before records said it
-    plain = [r for r in rec["records"] if r.get("checkpoint") == name and r["scale"] == 1.0 and not r.get("warmup")
-             and r["wv_norm"] is None and r["wo_norm"] is None and not r.get("eta_overridden", not own_eta)]
+    plain = [r for r in rec["records"] if r.get("checkpoint") == name and r["scale"] == 1.0
+             and bool(r.get("warmup")) == long and r["wv_norm"] is None and r["wo_norm"] is None
+             and not r.get("eta_overridden", not own_eta)]
     if not plain:
-        raise PretrainedError(f"{results}: no unswept record of {name} (run experiments.lyapunov --checkpoint {name})")
-    r, k = plain[0], rec["config"].get("k")
+        how = "--warmup W --T T " if long else ""
+        raise PretrainedError(f"{results}: no unswept {'warmed ' if long else ''}record of {name} "
+                              f"(run experiments.lyapunov --checkpoint {name} {how}...)")
+    r = max(plain, key=lambda r: (r["T"], r.get("warmup") or 0)) if long else plain[0]
+    if not math.isfinite(r["max_le"]):
+        raise PretrainedError(f"{results}: the max LE of {name} is {r['max_le']} (the state overflowed? "
+                              "rerun experiments.lyapunov with --float64)")
+    k = rec["config"].get("k")
     mean_key = "mean_le" if k is None else "mean_le_leading_k"
     le = {"results": str(results), "T": r["T"], "k": k, "samples": rec.get("num_samples"), "num_null": r["num_null"],
           "max_le": r["max_le"], mean_key: r["mean_le"], "float64": rec["config"].get("float64", False)}
+    if long:
+        le["warmup"] = r["warmup"]
     if "paper_mean_le" in r:
         le.update(mean_le=r["paper_mean_le"], mean_le_num_null=r["paper_mean_num_null"],
                   mean_le_method="nonnull_exponent_sum (exact sum of the non-null exponents)")
-    return _update_manifest(name, "lyapunov", le)
+    return _update_manifest(name, "lyapunov_long" if long else "lyapunov", le)
 
 
 def add_validation(name: str, curves: dict) -> dict:
@@ -314,7 +329,7 @@ def _assign(model: nnx.Module, arrays: dict, source: Path) -> nnx.Module:
 
 def main(argv=None):
     """``python -m rsa_jax.pretrained list | show NAME | verify | export RUN_DIR NAME --info FILE_OR_JSON |
-    add-accuracy NAME sudoku_ood.json | add-lyapunov NAME lyapunov.json``."""
+    add-accuracy NAME sudoku_ood.json | add-lyapunov NAME lyapunov.json [--long]``."""
     import argparse
     parser = argparse.ArgumentParser(prog="python -m rsa_jax.pretrained", description="Shipped trained models.")
     sub = parser.add_subparsers(dest="cmd", required=True)
@@ -334,6 +349,8 @@ def main(argv=None):
     lya = sub.add_parser("add-lyapunov", help="copy a model's max / mean LE from a lyapunov.json into its manifest")
     lya.add_argument("name")
     lya.add_argument("results", help="lyapunov.json of `python -m experiments.lyapunov --checkpoint NAME`")
+    lya.add_argument("--long", action="store_true",
+                     help="the long-horizon exponent (records with --warmup) as lyapunov_long")
     a = parser.parse_args(argv)
     if a.cmd == "list":
         print("\n".join(names()))
@@ -342,7 +359,8 @@ def main(argv=None):
     elif a.cmd == "add-accuracy":
         print(json.dumps(add_accuracy(a.name, a.results, kind=a.kind)["accuracy"], indent=2))
     elif a.cmd == "add-lyapunov":
-        print(json.dumps(add_lyapunov(a.name, a.results)["lyapunov"], indent=2))
+        key = "lyapunov_long" if a.long else "lyapunov"
+        print(json.dumps(add_lyapunov(a.name, a.results, long=a.long)[key], indent=2))
     elif a.cmd == "verify":
         for n in names():
             load(n)

@@ -74,7 +74,8 @@ def test_names_load_and_manifest(shipped_dir, tiny_run):
 
 
 def test_add_lyapunov_takes_the_plain_record(shipped_dir, tmp_path):
-    """Of a sweep's records, the manifest gets the one at X0 unscaled, no warm-up, the model's own weights."""
+    """Of a sweep's records, the manifest gets the one at X0 unscaled, no warm-up, the model's own weights;
+    long=True takes the longest warmed one instead."""
     base = {"checkpoint": "sudoku-itrsa-test", "scale": 1.0, "wv_norm": None, "wo_norm": None, "eta_overridden": False,
             "T": 16, "num_null": 0, "mean_le": -0.5}
     recs = [{**base, "warmup": 64, "max_le": 0.3}, {**base, "scale": 2.0, "warmup": 0, "max_le": 0.2},
@@ -82,6 +83,18 @@ def test_add_lyapunov_takes_the_plain_record(shipped_dir, tmp_path):
     f = tmp_path / "lyapunov.json"
     f.write_text(json.dumps({"config": {"k": 32, "eta": [None]}, "num_samples": 1, "records": recs}))
     assert pretrained.add_lyapunov("sudoku-itrsa-test", f)["lyapunov"]["max_le"] == 0.1
+    # long=True: the warmed record with the largest T (then W) becomes lyapunov_long; lyapunov is kept
+    recs += [{**base, "T": 512, "warmup": 128, "max_le": 0.004}, {**base, "T": 128, "warmup": 256, "max_le": 0.02}]
+    f.write_text(json.dumps({"config": {"k": 4, "eta": [None]}, "num_samples": 1, "records": recs}))
+    m = pretrained.add_lyapunov("sudoku-itrsa-test", f, long=True)
+    assert m["lyapunov"]["max_le"] == 0.1 and m["lyapunov"]["T"] == 16
+    assert (m["lyapunov_long"]["max_le"], m["lyapunov_long"]["T"], m["lyapunov_long"]["warmup"]) == (0.004, 512, 128)
+    f.write_text(json.dumps({"config": {"k": 4}, "records": [{**recs[-2], "max_le": float("nan")}]}))
+    with pytest.raises(pretrained.PretrainedError, match="max LE of sudoku-itrsa-test is nan"):
+        pretrained.add_lyapunov("sudoku-itrsa-test", f, long=True)          # an overflowed state is refused
+    f.write_text(json.dumps({"config": {"k": 32, "eta": [None]}, "num_samples": 1, "records": recs[1:3]}))
+    with pytest.raises(pretrained.PretrainedError, match="no unswept warmed record"):
+        pretrained.add_lyapunov("sudoku-itrsa-test", f, long=True)
     f.write_text(json.dumps({"config": {"k": 32, "eta": [None]}, "num_samples": 1, "records": recs[:2]}))
     with pytest.raises(pretrained.PretrainedError, match="no unswept record"):
         pretrained.add_lyapunov("sudoku-itrsa-test", f)
@@ -170,7 +183,13 @@ def test_sudoku_ood_evaluates_shipped_models(shipped_dir, tmp_path, capsys):
     got = le_vs_ood.main(["--out", str(tmp_path / "v")])
     assert got["plotted"] == ["sudoku-itrsa-test"] and (tmp_path / "v" / "le_vs_ood.png").exists()
     (r,) = got["records"]
-    assert r["max_le"] == le["max_le"] and r["t_last"] == 128
+    assert r["max_le"] == le["max_le"] and r["t_last"] == 128 and r["long_max_le"] is None
+    # the long-horizon exponent (a warmed composition) joins the picture as a second row of panels
+    lyapunov.main(["--checkpoint", "sudoku-itrsa-test", "--k", "2", "--T", "4", "--warmup", "2",
+                   "--out", str(tmp_path / "lw")])
+    long = pretrained.add_lyapunov("sudoku-itrsa-test", tmp_path / "lw" / "lyapunov.json", long=True)["lyapunov_long"]
+    (r,) = le_vs_ood.main(["--out", str(tmp_path / "v")])["records"]
+    assert (r["long_max_le"], r["long_T"], r["long_warmup"], r["max_le"]) == (long["max_le"], 4, 2, le["max_le"])
     assert r["ood_board_acc"] == pretrained.manifest("sudoku-itrsa-test")["accuracy"]["ood"]["board_acc"]
     with pytest.raises(pretrained.PretrainedError, match="no unswept record"):
         pretrained.add_lyapunov("sudoku-itrsa-other", tmp_path / "l" / "lyapunov.json")
