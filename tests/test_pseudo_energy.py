@@ -142,6 +142,9 @@ def test_contribution_method_resolution():
     assert pe.krylov_dim(args, 16) == 50
     with pytest.raises(SystemExit, match="krylov-dim"):
         pe.resolve(pe.parse_args(["--contribution-method", "dense", "--krylov-dim", "50"]))
+    # the convergence line says what the residual/gap ratio means, either way
+    assert "(below 1: the top-2% subspace is resolved)" in pe.lanczos_note(1e-6, 0.04)
+    assert "NOT below 1" in pe.lanczos_note(5e-6, 8.1) and "8.10" in pe.lanczos_note(5e-6, 8.1)
 
 
 def test_accuracy_matches_predict(itrsa, puzzles, monitored):
