@@ -225,9 +225,8 @@ def select(entries, out: Path, limit: int | None = 500, criterion: str = "board_
 def evaluate(entry: Planned, out: Path, eval_args: list) -> bool:
     """ID / OOD curves and Lyapunov exponents (max LE from the leading 32, the paper's mean LE exactly:
     ~25 CPU-minutes at the CPU protocol's size; the long-horizon max LE, ``LONG_LE``: ~3 minutes) of a
-    shipped model, and RRN valid curves for a member of
-    a lambda grid, into its manifest; an error is printed (the model stays "shipped, not evaluated" and
-    the next ``train`` retries) and gives False."""
+    shipped model, and RRN valid curves for a member of a lambda grid, into its manifest; an error is
+    printed (the model stays "shipped, not evaluated" and the next ``train`` retries) and gives False."""
     from experiments import lyapunov, sudoku_ood
     try:
         m = pretrained.manifest(entry.name)
