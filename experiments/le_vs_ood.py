@@ -33,6 +33,7 @@ from __future__ import annotations
 import matplotlib.pyplot as plt
 
 from experiments.common import announce, make_parser, parse, print_table, save_figure, save_json
+from experiments.claims_runs import LONG_LE
 from rsa_jax import pretrained
 
 
@@ -67,7 +68,7 @@ def missing_note(rec: dict) -> str:
                     f"outputs/sudoku_ood_{n} && python -m rsa_jax.pretrained add-accuracy {n} "
                     f"outputs/sudoku_ood_{n}/sudoku_ood.json")
     if rec["long_max_le"] is None:
-        todo.append(f"(long-horizon LE) python -m experiments.lyapunov --checkpoint {n} --k 4 --T 512 --warmup 128 "
+        todo.append(f"(long-horizon LE) python -m experiments.lyapunov --checkpoint {n} {' '.join(LONG_LE)} "
                     f"--out outputs/lyapunov_long_{n} && python -m rsa_jax.pretrained add-lyapunov {n} "
                     f"outputs/lyapunov_long_{n}/lyapunov.json --long")
     return "; ".join(todo)
