@@ -66,6 +66,8 @@ class Planned(NamedTuple):
     group: str = ""
 
 
+# In training order: after the central claim, the models that open a claims-table row (heads, R_E-single,
+# learned gamma) come before further members of a lambda grid whose row already has a verdict.
 PLAN = (
     Planned("sudoku-itrsa-cpu", "itrsa", claim="baseline (ItrSA with RMSNorm)"),
     Planned("sudoku-akorn-cpu", "akorn", claim="baseline (AKOrN)"),
@@ -83,16 +85,16 @@ PLAN = (
             claim="R_Spec helps most for AKOrN (Fig. 5); the paper's AKOrN lambda", group="spec-akorn"),
     Planned("sudoku-itrsa-emulti-cpu", "itrsa", model={"orthogonal_vo": "cayley"},
             train={"penalty": "e_multi", "penalty_lam": 1e-4}, claim="R_E-multi hurts (Fig. 5)"),
-    Planned("sudoku-itrsa-spec-lam1e-5-cpu", "itrsa", train={"penalty": "spec", "penalty_lam": 1e-5},
-            claim="R_Spec lambda grid (ItrSA): one tenth of the paper's lambda, which slowed learning",
-            group="spec-itrsa"),
     Planned("sudoku-itrsa-h1-cpu", "itrsa", model={"heads": 1}, claim="H = 1 poor (Fig. S.1)"),
-    Planned("sudoku-itrsa-h2-cpu", "itrsa", model={"heads": 2}, claim="H = 2 poor (Fig. S.1)"),
-    Planned("sudoku-itrsa-h8-cpu", "itrsa", model={"heads": 8}, claim="H = 8 (Fig. S.1)"),
     Planned("sudoku-itrsa-esingle-cpu", "itrsa", model={"heads": 1}, train={"penalty": "e_single", "penalty_lam": 1e-6},
             claim="R_E-single fails (Fig. 5); one head, the paper's lambda"),
     Planned("sudoku-akorn-rms-cpu", "akorn", model={"norm": "rmsnorm"},
             claim="oscillator-wise RMSNorm, learned gamma (Fig. 4, Table S.1: max |gamma| < 1)"),
+    Planned("sudoku-itrsa-h2-cpu", "itrsa", model={"heads": 2}, claim="H = 2 poor (Fig. S.1)"),
+    Planned("sudoku-itrsa-h8-cpu", "itrsa", model={"heads": 8}, claim="H = 8 (Fig. S.1)"),
+    Planned("sudoku-itrsa-spec-lam1e-5-cpu", "itrsa", train={"penalty": "spec", "penalty_lam": 1e-5},
+            claim="R_Spec lambda grid (ItrSA): one tenth of the paper's lambda, which slowed learning",
+            group="spec-itrsa"),
     Planned("sudoku-akorn-spec-lam1e-6-cpu", "akorn", train={"penalty": "spec", "penalty_lam": 1e-6},
             claim="R_Spec lambda grid (AKOrN): one tenth of the paper's lambda", group="spec-akorn"),
     Planned("sudoku-akorn-n16-cpu", "akorn", model={"n": 16},
@@ -239,14 +241,29 @@ def evaluate(entry: Planned, out: Path, eval_args: list) -> bool:
                            "--out", str(out / "lyapunov")])
             pretrained.add_lyapunov(entry.name, out / "lyapunov" / "lyapunov.json")
         if "lyapunov_long" not in m:
-            lyapunov.main(["--checkpoint", entry.name, *LONG_LE, "--out", str(out / "lyapunov_long")])
-            pretrained.add_lyapunov(entry.name, out / "lyapunov_long" / "lyapunov.json", long=True)
+            long_lyapunov(entry.name, out / "lyapunov_long")
         if entry.group and "validation" not in m:
             validate(entry)
         return True
     except Exception as e:   # noqa: BLE001 (one model's evaluation must not stop the queue)
         print(f"[{entry.name}] evaluation failed: {type(e).__name__}: {e}", flush=True)
         return False
+
+
+def long_lyapunov(name: str, out: Path) -> None:
+    """The long-horizon max LE (``LONG_LE``) of shipped model ``name`` into its manifest: in float32,
+    and again in float64 when float32 gives a non-finite exponent (a state that grows, e.g. without
+    normalization, overflows float32's squares long before float64's)."""
+    from experiments import lyapunov
+    for extra in ((), ("--float64",)):
+        lyapunov.main(["--checkpoint", name, *LONG_LE, *extra, "--out", str(out)])
+        try:
+            pretrained.add_lyapunov(name, out / "lyapunov.json", long=True)
+            return
+        except pretrained.PretrainedError as e:
+            if extra or "max LE" not in str(e):
+                raise
+            print(f"[{name}] {e}; again in float64", flush=True)
 
 
 def _restore(run: Path, parked: Path) -> None:

@@ -83,6 +83,29 @@ def _ship(name: str, cfg: TrainConfig, seed: int) -> None:
     pretrained.write_manifest(folder, {"name": name, "steps": 1})
 
 
+@pytest.mark.filterwarnings("ignore:Explicitly requested dtype")   # the fixture keeps JAX in float32
+def test_long_lyapunov_retries_in_float64(setup, monkeypatch):
+    tmp = setup
+    entry = PLAN[0]
+    _ship(entry.name, claims_runs.config(entry, 1, tmp / "runs" / entry.name, None), seed=0)
+    add, seen = pretrained.add_lyapunov, []
+
+    def overflow_in_float32(name, results, long=False):    # as a model whose state grows would
+        seen.append(json.loads(results.read_text())["config"]["float64"])
+        if not seen[-1]:
+            raise pretrained.PretrainedError(f"{results}: the max LE of {name} is nan (the state overflowed?)")
+        return add(name, results, long=long)
+
+    monkeypatch.setattr(pretrained, "add_lyapunov", overflow_in_float32)
+    claims_runs.long_lyapunov(entry.name, tmp / "o")
+    assert seen == [False, True] and pretrained.manifest(entry.name)["lyapunov_long"]["warmup"] == 3
+    # any other failure, or a non-finite exponent in float64 too, is not retried
+    monkeypatch.setattr(pretrained, "add_lyapunov", lambda name, results, long=False: (_ for _ in ()).throw(
+        pretrained.PretrainedError("the max LE of x is nan")))
+    with pytest.raises(pretrained.PretrainedError):
+        claims_runs.long_lyapunov(entry.name, tmp / "o")
+
+
 def test_select_picks_the_lambda_on_rrn_valid(setup, monkeypatch):
     from rsa_jax.data import sudoku as S
     from rsa_jax.evaluate import evaluate_boards
