@@ -17,8 +17,9 @@ order, skips shipped ones, restores a parked run when it is further along than `
 (resuming exactly) until the model reaches ``--steps`` or the budget ends (``TrainConfig.time_budget``,
 minus ``--eval-reserve``), and a finished model is shipped (``pretrained/<name>``, manifest with the
 plan entry, device and date), evaluated (``experiments.sudoku_ood``: ID / OOD curves) and given its
-Lyapunov exponents (``experiments.lyapunov --k 32``, and the long-horizon one, ``LONG_LE``), all written
-into the manifest. A parked run is ~3 MB (parameters, Adam moments, EMA); it is deleted once the model
+Lyapunov exponents (``experiments.lyapunov --k 32``, and the long-horizon one, ``LONG_LE``) and its
+contribution index along inference (``experiments.pseudo_energy``, ``PSEUDO_ENERGY``), all written into
+the manifest. A parked run is ~3 MB (parameters, Adam moments, EMA); it is deleted once the model
 ships. A parked run resumed on another machine is exact only with the same device count
 (``data_parallel`` follows it; summation order). ``park --ship-partial`` also ships an unfinished model
 (its manifest says ``partial``: step k of ``--steps``), so that the experiments can use it meanwhile;
@@ -52,6 +53,10 @@ RESUME_DIR = "_resume"
 # The long-horizon exponent beside the paper's T = 16 one: 512 steps from the state after 128 (the
 # T = 16 exponent from X0 is a finite-time one and does not rank long-run behaviour; RESULTS.md).
 LONG_LE = ("--k", "4", "--T", "512", "--warmup", "128")
+# The pseudo-energy and contribution index along inference (sec. 6.3): 64 steps on 100 RRN test puzzles,
+# the index on the first one every 8 steps (Lanczos; ~15-30 CPU-minutes at D = 128).
+PSEUDO_ENERGY = ("--steps", "64", "--puzzles", "100", "--contribution-every", "8", "--contribution-puzzles", "1",
+                 "--contribution-method", "krylov")
 
 
 class Planned(NamedTuple):
@@ -166,10 +171,12 @@ def finished(name: str) -> bool:
 
 
 def evaluated(entry: Planned) -> bool:
-    """Whether shipped model ``entry.name``'s manifest has its accuracy curves and Lyapunov exponents
-    (T = 16 and long-horizon; and, for a member of a lambda grid, its RRN valid curves)."""
+    """Whether shipped model ``entry.name``'s manifest has its accuracy curves, Lyapunov exponents
+    (T = 16 and long-horizon) and contribution index along inference (and, for a member of a lambda
+    grid, its RRN valid curves)."""
     m = pretrained.manifest(entry.name)
-    return all(k in m for k in ("accuracy", "lyapunov", "lyapunov_long")) and (not entry.group or "validation" in m)
+    return (all(k in m for k in ("accuracy", "lyapunov", "lyapunov_long", "pseudo_energy"))
+            and (not entry.group or "validation" in m))
 
 
 def validate(entry: Planned, limit: int | None = 500, data_dir=None) -> dict:
@@ -226,10 +233,11 @@ def select(entries, out: Path, limit: int | None = 500, criterion: str = "board_
 
 def evaluate(entry: Planned, out: Path, eval_args: list) -> bool:
     """ID / OOD curves and Lyapunov exponents (max LE from the leading 32, the paper's mean LE exactly:
-    ~25 CPU-minutes at the CPU protocol's size; the long-horizon max LE, ``LONG_LE``: ~3 minutes) of a
+    ~25 CPU-minutes at the CPU protocol's size; the long-horizon max LE, ``LONG_LE``: ~3 minutes), the
+    pseudo-energy and contribution index along inference (``PSEUDO_ENERGY``: ~15-30 minutes) of a
     shipped model, and RRN valid curves for a member of a lambda grid, into its manifest; an error is
     printed (the model stays "shipped, not evaluated" and the next ``train`` retries) and gives False."""
-    from experiments import lyapunov, sudoku_ood
+    from experiments import lyapunov, pseudo_energy, sudoku_ood
     try:
         m = pretrained.manifest(entry.name)
         if "accuracy" not in m:
@@ -242,6 +250,9 @@ def evaluate(entry: Planned, out: Path, eval_args: list) -> bool:
             pretrained.add_lyapunov(entry.name, out / "lyapunov" / "lyapunov.json")
         if "lyapunov_long" not in m:
             long_lyapunov(entry.name, out / "lyapunov_long")
+        if "pseudo_energy" not in m:
+            pseudo_energy.main(["--checkpoint", entry.name, *PSEUDO_ENERGY, "--out", str(out / "pseudo_energy")])
+            pretrained.add_pseudo_energy(entry.name, out / "pseudo_energy" / "pseudo_energy.json")
         if entry.group and "validation" not in m:
             validate(entry)
         return True

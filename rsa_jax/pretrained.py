@@ -269,6 +269,30 @@ def add_lyapunov(name: str, results, *, long: bool = False) -> dict:
     return _update_manifest(name, "lyapunov_long" if long else "lyapunov", le)
 
 
+def add_pseudo_energy(name: str, results) -> dict:
+    """Adds ``pseudo_energy`` (the pseudo-energy and contribution index along inference, sec. 6.3) of
+    shipped model ``name`` to its manifest, read from a ``pseudo_energy.json`` (``experiments.pseudo_energy
+    --checkpoint NAME``); returns the new manifest. Kept: the steps where the contribution index was
+    taken (``t``), its value there (mean over the contribution puzzles), the mean pseudo-energy there,
+    and three summaries: at t = 0, ``late_mean`` (the mean over the sampled t >= half the rollout: over
+    whole cycles of an oscillating model, whatever their phase) and the maximum."""
+    rec = json.loads(Path(results).read_text())
+    args, mon = rec["args"], rec["monitors"]
+    if args.get("checkpoint") != name:
+        raise PretrainedError(f"{results}: a rollout of {args.get('checkpoint')!r}, not of {name}")
+    t, c = [int(v) for v in mon["contribution_t"]], [float(v) for v in mon["contribution"]]
+    if not t or len(t) != len(c) or not all(math.isfinite(v) for v in c):
+        raise PretrainedError(f"{results}: no finite contribution index (run experiments.pseudo_energy with "
+                              "--contribution-every K)")
+    late = [v for s, v in zip(t, c) if s >= args["steps"] / 2]
+    value = {"results": str(results), "steps": args["steps"], "puzzles": args["puzzles"],
+             "contribution_puzzles": args["contribution_puzzles"], "top_frac": args["top_frac"],
+             "method": args.get("contribution_method", "dense"), "t": t, "contribution": c,
+             "energy": [float(mon["energy"][s]) for s in t], "contribution_start": c[0] if t[0] == 0 else None,
+             "contribution_late_mean": sum(late) / len(late) if late else None, "contribution_max": max(c)}
+    return _update_manifest(name, "pseudo_energy", value)
+
+
 def add_validation(name: str, curves: dict) -> dict:
     """Adds ``validation`` (model-selection curves, e.g. RRN valid board and cell accuracy along T_eval:
     ``{"split": [name, n], "steps": [...], "board_acc": [...], "cell_acc": [...]}``) of shipped model
@@ -329,7 +353,8 @@ def _assign(model: nnx.Module, arrays: dict, source: Path) -> nnx.Module:
 
 def main(argv=None):
     """``python -m rsa_jax.pretrained list | show NAME | verify | export RUN_DIR NAME --info FILE_OR_JSON |
-    add-accuracy NAME sudoku_ood.json | add-lyapunov NAME lyapunov.json [--long]``."""
+    add-accuracy NAME sudoku_ood.json | add-lyapunov NAME lyapunov.json [--long] |
+    add-pseudo-energy NAME pseudo_energy.json``."""
     import argparse
     parser = argparse.ArgumentParser(prog="python -m rsa_jax.pretrained", description="Shipped trained models.")
     sub = parser.add_subparsers(dest="cmd", required=True)
@@ -351,6 +376,10 @@ def main(argv=None):
     lya.add_argument("results", help="lyapunov.json of `python -m experiments.lyapunov --checkpoint NAME`")
     lya.add_argument("--long", action="store_true",
                      help="the long-horizon exponent (records with --warmup) as lyapunov_long")
+    pe = sub.add_parser("add-pseudo-energy",
+                        help="copy a model's contribution index along inference from a pseudo_energy.json")
+    pe.add_argument("name")
+    pe.add_argument("results", help="pseudo_energy.json of `python -m experiments.pseudo_energy --checkpoint NAME`")
     a = parser.parse_args(argv)
     if a.cmd == "list":
         print("\n".join(names()))
@@ -361,6 +390,8 @@ def main(argv=None):
     elif a.cmd == "add-lyapunov":
         key = "lyapunov_long" if a.long else "lyapunov"
         print(json.dumps(add_lyapunov(a.name, a.results, long=a.long)[key], indent=2))
+    elif a.cmd == "add-pseudo-energy":
+        print(json.dumps(add_pseudo_energy(a.name, a.results)["pseudo_energy"], indent=2))
     elif a.cmd == "verify":
         for n in names():
             load(n)

@@ -29,6 +29,8 @@ def setup(tmp_path, monkeypatch):
     monkeypatch.setattr(claims_runs, "PLAN", PLAN)
     monkeypatch.setattr(claims_runs, "base_config", lambda: TINY)
     monkeypatch.setattr(claims_runs, "LONG_LE", ("--k", "2", "--T", "4", "--warmup", "3"))
+    monkeypatch.setattr(claims_runs, "PSEUDO_ENERGY", ("--steps", "2", "--puzzles", "2", "--contribution-every", "2",
+                                                       "--contribution-puzzles", "1"))
     with jax.enable_x64(False):
         yield tmp_path
 
@@ -45,6 +47,8 @@ def test_train_ships_evaluates_parks_and_resumes(setup, capsys):
     assert m["steps"] == 2 and m["plan_entry"]["train"] == {"penalty": "spec", "penalty_lam": 1e-2}
     assert "accuracy" in m and m["lyapunov"]["k"] == 32 and m["lyapunov"]["mean_le_method"].startswith("nonnull")
     assert (m["lyapunov"]["T"], m["lyapunov_long"]["T"], m["lyapunov_long"]["warmup"]) == (16, 4, 3)
+    pe = m["pseudo_energy"]
+    assert pe["t"] == [0, 2] and pe["contribution_start"] == pe["contribution"][0] and 0 < pe["contribution_max"] <= 1
     assert m["command"].startswith("python -m experiments.claims_runs train --only t-itrsa-spec ")
     model, cfg = pretrained.load("t-itrsa-spec")
     assert (cfg.penalty, cfg.penalty_lam, cfg.max_steps, model.config.kind) == ("spec", 1e-2, 2, "itrsa")
@@ -125,7 +129,8 @@ def test_select_picks_the_lambda_on_rrn_valid(setup, monkeypatch):
     for i, e in enumerate(grid[:2] + grid[3:]):
         _ship(e.name, claims_runs.config(e, 1, tmp / "runs" / e.name, None), seed=i)
         pretrained.write_manifest(pretrained.root() / e.name, {**pretrained.manifest(e.name), "accuracy": {},
-                                                               "lyapunov": {}, "lyapunov_long": {}})
+                                                               "lyapunov": {}, "lyapunov_long": {},
+                                                               "pseudo_energy": {}})
     # a grid member is evaluated only once it has RRN valid curves; a model outside a grid needs none
     assert not claims_runs.evaluated(grid[0]) and claims_runs.evaluated(grid[3])
     # g-big's curves are already there (better boards); g-small's are computed from the file

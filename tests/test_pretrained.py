@@ -100,6 +100,23 @@ def test_add_lyapunov_takes_the_plain_record(shipped_dir, tmp_path):
         pretrained.add_lyapunov("sudoku-itrsa-test", f)
 
 
+def test_add_pseudo_energy_keeps_the_contribution_index(shipped_dir, tmp_path):
+    args = {"checkpoint": "sudoku-itrsa-test", "steps": 8, "puzzles": 3, "contribution_puzzles": 1, "top_frac": 0.02,
+            "contribution_method": "krylov"}
+    mon = {"contribution_t": [0, 4, 8], "contribution": [0.05, 0.5, 0.3], "energy": [float(-t) for t in range(9)]}
+    f = tmp_path / "pseudo_energy.json"
+    f.write_text(json.dumps({"args": args, "monitors": mon}))
+    pe = pretrained.add_pseudo_energy("sudoku-itrsa-test", f)["pseudo_energy"]
+    assert pe["t"] == [0, 4, 8] and pe["energy"] == [0.0, -4.0, -8.0] and pe["method"] == "krylov"
+    assert (pe["contribution_start"], pe["contribution_max"]) == (0.05, 0.5)
+    assert pe["contribution_late_mean"] == pytest.approx(0.4)             # t = 4 and 8: the second half
+    with pytest.raises(pretrained.PretrainedError, match="not of sudoku-itrsa-other"):
+        pretrained.add_pseudo_energy("sudoku-itrsa-other", f)
+    f.write_text(json.dumps({"args": args, "monitors": {**mon, "contribution": [0.05, float("nan"), 0.3]}}))
+    with pytest.raises(pretrained.PretrainedError, match="no finite contribution index"):
+        pretrained.add_pseudo_energy("sudoku-itrsa-test", f)
+
+
 def test_clear_errors(shipped_dir, tmp_path):
     with pytest.raises(KeyError, match="sudoku-itrsa-test"):          # lists what exists
         pretrained.load("no-such-model")
