@@ -3,7 +3,7 @@ OUT ?= outputs
 FULL ?=
 ARGS ?=
 
-.PHONY: install test sudoku-ood bench figures gpu-run gpu-data clean
+.PHONY: install test sudoku-ood claims bench figures gpu-run gpu-data clean
 
 install:
 	$(PYTHON) -m pip install -e ".[test]"
@@ -13,6 +13,17 @@ test:
 
 sudoku-ood:
 	$(PYTHON) -m experiments.sudoku_ood $(if $(FULL),--full) --out $(OUT)/sudoku_ood $(ARGS)
+
+# The claims table's models (experiments/claims_runs.py): trains, ships and evaluates the next unfinished
+# ones within BUDGET seconds (the batch split over HOST_DEVICES CPU devices, as every parked run so far:
+# a resume is exact only with the same count); `make claims-park` before the machine goes.
+BUDGET ?= 7200
+HOST_DEVICES ?= 2
+claims:
+	XLA_FLAGS=--xla_force_host_platform_device_count=$(HOST_DEVICES) $(PYTHON) -m experiments.claims_runs train --budget $(BUDGET)
+
+claims-park:
+	$(PYTHON) -m experiments.claims_runs park
 
 bench:
 	$(PYTHON) -m benchmarks.lyapunov_bench --out $(OUT)/bench/lyapunov.json
