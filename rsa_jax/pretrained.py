@@ -274,8 +274,9 @@ def add_pseudo_energy(name: str, results) -> dict:
     shipped model ``name`` to its manifest, read from a ``pseudo_energy.json`` (``experiments.pseudo_energy
     --checkpoint NAME``); returns the new manifest. Kept: the steps where the contribution index was
     taken (``t``), its value there (mean over the contribution puzzles), the mean pseudo-energy there,
-    and three summaries: at t = 0, ``late_mean`` (the mean over the sampled t >= half the rollout: over
-    whole cycles of an oscillating model, whatever their phase) and the maximum."""
+    and three summaries: ``contribution_start`` (t = 0), ``contribution_late_mean`` (the mean over the
+    sampled t >= half the rollout: over whole cycles of an oscillating model, whatever their phase) and
+    ``contribution_max``."""
     rec = json.loads(Path(results).read_text())
     args, mon = rec["args"], rec["monitors"]
     if args.get("checkpoint") != name:
