@@ -271,8 +271,8 @@ def long_lyapunov(name: str, out: Path) -> None:
         try:
             pretrained.add_lyapunov(name, out / "lyapunov.json", long=True)
             return
-        except pretrained.PretrainedError as e:
-            if extra or "max LE" not in str(e):
+        except pretrained.NonFiniteExponent as e:
+            if extra:
                 raise
             print(f"[{name}] {e}; again in float64", flush=True)
 

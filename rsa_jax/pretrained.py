@@ -48,6 +48,10 @@ class PretrainedError(RuntimeError):
     """A shipped or exported model is missing, unreadable, corrupt, or does not fit its config."""
 
 
+class NonFiniteExponent(PretrainedError):
+    """A Lyapunov exponent to be stored is NaN or infinite (the state overflowed: rerun in float64)."""
+
+
 def root() -> Path:
     """The folder of the shipped models (``$RSA_JAX_PRETRAINED_DIR`` or ``<repo>/pretrained``)."""
     env = os.environ.get(ENV_DIR)
@@ -255,7 +259,7 @@ def add_lyapunov(name: str, results, *, long: bool = False) -> dict:
                               f"(run experiments.lyapunov --checkpoint {name} {how}...)")
     r = max(plain, key=lambda r: (r["T"], r.get("warmup") or 0)) if long else plain[0]
     if not math.isfinite(r["max_le"]):
-        raise PretrainedError(f"{results}: the max LE of {name} is {r['max_le']} (the state overflowed? "
+        raise NonFiniteExponent(f"{results}: the max LE of {name} is {r['max_le']} (the state overflowed? "
                               "rerun experiments.lyapunov with --float64)")
     k = rec["config"].get("k")
     mean_key = "mean_le" if k is None else "mean_le_leading_k"

@@ -97,7 +97,7 @@ def test_long_lyapunov_retries_in_float64(setup, monkeypatch):
     def overflow_in_float32(name, results, long=False):    # as a model whose state grows would
         seen.append(json.loads(results.read_text())["config"]["float64"])
         if not seen[-1]:
-            raise pretrained.PretrainedError(f"{results}: the max LE of {name} is nan (the state overflowed?)")
+            raise pretrained.NonFiniteExponent(f"{results}: the max LE of {name} is nan (the state overflowed?)")
         return add(name, results, long=long)
 
     monkeypatch.setattr(pretrained, "add_lyapunov", overflow_in_float32)
@@ -105,8 +105,8 @@ def test_long_lyapunov_retries_in_float64(setup, monkeypatch):
     assert seen == [False, True] and pretrained.manifest(entry.name)["lyapunov_long"]["warmup"] == 3
     # any other failure, or a non-finite exponent in float64 too, is not retried
     monkeypatch.setattr(pretrained, "add_lyapunov", lambda name, results, long=False: (_ for _ in ()).throw(
-        pretrained.PretrainedError("the max LE of x is nan")))
-    with pytest.raises(pretrained.PretrainedError):
+        pretrained.NonFiniteExponent("the max LE of x is nan")))
+    with pytest.raises(pretrained.NonFiniteExponent):
         claims_runs.long_lyapunov(entry.name, tmp / "o")
 
 
