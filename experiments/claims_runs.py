@@ -106,6 +106,9 @@ PLAN = (
             claim="oscillator size (Fig. 4): AKOrN (Pi_N) at N = 16 loses test-time scaling"),
     Planned("sudoku-akorn-rms-n16-cpu", "akorn", model={"norm": "rmsnorm", "n": 16},
             claim="oscillator size (Fig. 4): oscillator-wise RMSNorm at N = 16 restores it"),
+    Planned("sudoku-itrsa-orthvo-cpu", "itrsa", model={"orthogonal_vo": "cayley"},
+            claim="control for R_E-multi: W^V, W^O orthogonal (Cayley) without the penalty, to tell which of the "
+                  "two slowed its learning"),
 )
 
 
