@@ -56,6 +56,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 from flax import nnx
 
+from experiments import blas_threads
 from experiments.common import announce, make_parser, parse, print_table, save_figure, save_json
 from experiments.sudoku_sweep import CHECKPOINT_HELP, load_checkpoint
 from rsa_jax.attention import symmetric_multi_head, with_spectral_norms
@@ -125,6 +126,9 @@ def main(argv=None):
     p.add_argument("--chunk", type=int, default=None,
                    help="--paper-mean pushes this many tangent columns at once (default: all n, ~5 GB at "
                         "n = 10,368; a few hundred bound the memory, same result)")
+    p.add_argument("--blas-threads", type=int, default=None,
+                   help="--paper-mean: OpenBLAS threads for its n x n QRs (default: every CPU; elsewhere one, "
+                        "see experiments/__init__.py)")
     p.add_argument("--sweeps", type=int, default=None,
                    help="refinement sweeps of lyapunov_spectrum (default 1 for the full spectrum, 10 with --k)")
     p.add_argument("--scale", type=float, nargs="+", default=[1.0], help="X0 multiplier(s) (default 1)")
@@ -180,7 +184,9 @@ def main(argv=None):
                    "seconds": time.perf_counter() - t0, "exponents": np.asarray(ex)}
             if args.paper_mean and args.k is not None:
                 t1 = time.perf_counter()
-                sums = exponent_sums(step, params, c, start, T=T, num_null=nulls, chunk=args.chunk)
+                with blas_threads(args.blas_threads):
+                    sums = jax.block_until_ready(exponent_sums(step, params, c, start, T=T, num_null=nulls,
+                                                               chunk=args.chunk))
                 pm = np.asarray(sums.total) / (x0[0].size - nulls)
                 piv = {"kept": np.asarray(sums.kept_pivot), "dropped": np.asarray(sums.dropped_pivot),
                        "min_stretch": np.asarray(sums.min_stretch)}

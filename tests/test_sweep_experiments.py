@@ -107,3 +107,16 @@ def test_heads_end_to_end(tmp_path):
         assert s["run_dir"].endswith(f"itrsa_H{h}/seed_0")
     assert len(res["table"]["rows"]) == 2 and len(res["this_run"]) == 1
     assert (tmp_path / "heads.png").is_file()
+
+
+def test_blas_threads_sets_and_restores_the_openblas_count():
+    import experiments
+    fns = experiments._openblas()
+    if fns is None:
+        pytest.skip("no OpenBLAS found behind SciPy's LAPACK")
+    _, get_threads = fns
+    before = get_threads()
+    with pytest.raises(RuntimeError), experiments.blas_threads(before + 1) as inside:
+        assert inside == get_threads() == before + 1
+        raise RuntimeError   # restored on the way out of an error, too
+    assert get_threads() == before
