@@ -148,6 +148,8 @@ def main(argv=None):
         raise SystemExit(f"--warmup must be >= 0; got {args.warmup}")
     if args.chunk is not None and args.chunk < 1:
         raise SystemExit(f"--chunk must be >= 1; got {args.chunk}")
+    if args.blas_threads is not None and args.blas_threads < 1:
+        raise SystemExit(f"--blas-threads must be >= 1; got {args.blas_threads}")
     if args.paper_mean and args.k is None:
         print("--paper-mean: the full spectrum's mean already is the paper's mean LE (no --k given)")
     dtype = jnp.float64 if args.float64 else jnp.float32

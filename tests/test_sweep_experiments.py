@@ -120,3 +120,10 @@ def test_blas_threads_sets_and_restores_the_openblas_count():
         assert inside == get_threads() == before + 1
         raise RuntimeError   # restored on the way out of an error, too
     assert get_threads() == before
+
+
+@pytest.mark.parametrize("flag", ["--blas-threads", "--chunk"])
+def test_lyapunov_refuses_nonpositive_counts(flag, tmp_path):
+    from experiments import lyapunov
+    with pytest.raises(SystemExit, match=f"{flag} must be >= 1"):
+        lyapunov.main(["--k", "2", "--paper-mean", flag, "0", "--out", str(tmp_path)])
