@@ -236,7 +236,8 @@ def select(entries, out: Path, limit: int | None = 500, criterion: str = "board_
 
 def evaluate(entry: Planned, out: Path, eval_args: list) -> bool:
     """ID / OOD curves and Lyapunov exponents (max LE from the leading 32, the paper's mean LE exactly:
-    ~25 CPU-minutes at the CPU protocol's size; the long-horizon max LE, ``LONG_LE``: ~3 minutes), the
+    37 minutes at the CPU protocol's size with one OpenBLAS thread, its QRs now on every CPU: 1.6x
+    faster at T = 1; the long-horizon max LE, ``LONG_LE``: ~3 minutes), the
     pseudo-energy and contribution index along inference (``PSEUDO_ENERGY``: ~15-30 minutes) of a
     shipped model, and RRN valid curves for a member of a lambda grid, into its manifest; an error is
     printed (the model stays "shipped, not evaluated" and the next ``train`` retries) and gives False."""
