@@ -127,8 +127,8 @@ def main(argv=None):
                    help="--paper-mean pushes this many tangent columns at once (default: all n, ~5 GB at "
                         "n = 10,368; a few hundred bound the memory, same result)")
     p.add_argument("--blas-threads", type=int, default=None,
-                   help="--paper-mean: OpenBLAS threads for its n x n QRs (default: every CPU; elsewhere one, "
-                        "see experiments/__init__.py)")
+                   help="--paper-mean: OpenBLAS threads for its n x n QRs (default: every CPU; the rest of the "
+                        "run keeps one, see experiments/__init__.py)")
     p.add_argument("--sweeps", type=int, default=None,
                    help="refinement sweeps of lyapunov_spectrum (default 1 for the full spectrum, 10 with --k)")
     p.add_argument("--scale", type=float, nargs="+", default=[1.0], help="X0 multiplier(s) (default 1)")
