@@ -54,7 +54,7 @@ RESUME_DIR = "_resume"
 # T = 16 exponent from X0 is a finite-time one and does not rank long-run behaviour; RESULTS.md).
 LONG_LE = ("--k", "4", "--T", "512", "--warmup", "128")
 # The pseudo-energy and contribution index along inference (sec. 6.3): 64 steps on 100 RRN test puzzles,
-# the index on the first one every 8 steps (Lanczos; ~15-30 CPU-minutes at D = 128).
+# the index on the first one every 8 steps (Lanczos; at D = 128: 3.6 minutes alone, 7-21 beside a training run).
 PSEUDO_ENERGY = ("--steps", "64", "--puzzles", "100", "--contribution-every", "8", "--contribution-puzzles", "1",
                  "--contribution-method", "krylov")
 
@@ -236,9 +236,9 @@ def select(entries, out: Path, limit: int | None = 500, criterion: str = "board_
 
 def evaluate(entry: Planned, out: Path, eval_args: list) -> bool:
     """ID / OOD curves and Lyapunov exponents (max LE from the leading 32, the paper's mean LE exactly:
-    37 minutes at the CPU protocol's size with one OpenBLAS thread, its QRs now on every CPU: 1.6x
-    faster at T = 1; the long-horizon max LE, ``LONG_LE``: ~3 minutes), the
-    pseudo-energy and contribution index along inference (``PSEUDO_ENERGY``: ~15-30 minutes) of a
+    at the CPU protocol's size 9 minutes with its QRs on both CPUs and nothing beside it, 37 with one
+    OpenBLAS thread; the long-horizon max LE, ``LONG_LE``: under a minute to ~3), the
+    pseudo-energy and contribution index along inference (``PSEUDO_ENERGY``: 4-21 minutes) of a
     shipped model, and RRN valid curves for a member of a lambda grid, into its manifest; an error is
     printed (the model stays "shipped, not evaluated" and the next ``train`` retries) and gives False."""
     from experiments import lyapunov, pseudo_energy, sudoku_ood
