@@ -37,6 +37,13 @@ printed table; training runs under ``<out>/runs/<model>_H<H>/seed_<s>`` (re-runn
     python -m experiments.heads --full           # paper size (accelerator)
     python -m experiments.heads --checkpoints sudoku-itrsa-cpu   # given trained models (shipped name, .npz or
                                                                  # run dir), grouped by their H; no training
+    python -m experiments.heads --manifests sudoku-itrsa-cpu sudoku-itrsa-h1-cpu   # shipped models' manifests
+
+``--manifests`` computes nothing: it reads what ``experiments.claims_runs`` wrote into the manifests of
+shipped models (max LE and the paper's mean LE at T = 16 on SATNet test puzzle 0, ID and OOD curves
+of ``experiments.sudoku_ood``), groups them by kind, norm and regularizer, then by H, and draws the same
+figure in seconds. Their exponents are those of ``experiments.lyapunov`` (``--k 32 --paper-mean``),
+not this script's ``--lyap-*`` settings.
 """
 
 from __future__ import annotations
@@ -107,6 +114,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     g.add_argument("--checkpoints", nargs="+", default=None, metavar="NAME_OR_PATH",
                    help=f"trained models to analyse instead of training --models x --heads ({CHECKPOINT_HELP}); "
                         "grouped by kind and norm, then by H, as their configs say; T_train and D are theirs")
+    g.add_argument("--manifests", nargs="+", default=None, metavar="NAME",
+                   help="shipped models (rsa_jax.pretrained names) whose manifests hold their exponents and "
+                        "curves: draw the figure from those, computing nothing")
     g = p.add_argument_group("training")
     add_training_flags(g, CPU, FULL)
     g = p.add_argument_group("evaluation")
@@ -289,6 +299,68 @@ def run_checkpoints(given: list, sets: dict, args) -> tuple:
     return results, rows
 
 
+def group_of(m: dict) -> str:
+    """Group of a shipped model in the figure, from its manifest: kind, norm and regularizer (``model_group``
+    plus `` R_<penalty> lam=<lambda>`` when trained with one); models of one group differ in H only."""
+    group = model_group(ModelConfig(**m["model"]))
+    mc, t = m["model"], m.get("training") or {}
+    group += "".join(f" {k}={mc[k]}" for k in ("orthogonal_vo", "symmetric") if mc.get(k))
+    return group + (f" R_{t['penalty']} lam={t['penalty_lam']:g}" if t.get("penalty", "none") != "none" else "")
+
+
+def manifest_record(name: str, m: dict) -> dict:
+    """One model's entry (the ``seeds`` record of ``evaluate_seed``) from its manifest, or SystemExit naming
+    the commands that fill what is missing."""
+    from experiments.le_vs_ood import missing_note, point
+    le, acc = m.get("lyapunov"), m.get("accuracy") or {}
+    if not le or "ood" not in acc or "id" not in acc:
+        raise SystemExit(f"{name}: the manifest lacks {'lyapunov' if not le else 'accuracy'}; to fill it: "
+                         f"{missing_note(point(name)) or f'python -m experiments.claims_runs train --only {name}'}")
+    t_train, ids = m["training"]["t_train"], acc["id"]
+    if t_train not in ids["steps"]:
+        raise SystemExit(f"{name}: no ID accuracy at T_train = {t_train} (steps {ids['steps']})")
+    i = ids["steps"].index(t_train)
+    ood = acc["ood"]
+    return {"seed": m["training"].get("seed", 0), "checkpoint": name, "t_eval": ood["steps"],
+            "ood_board_acc": ood["board_acc"], "ood_cell_acc": ood["cell_acc"], "id_board_acc": ids["board_acc"][i],
+            "id_cell_acc": ids["cell_acc"][i], "max_le": le["max_le"],
+            "mean_le": le.get("mean_le", le.get("mean_le_leading_k")), "le_T": le["T"], "le_k": le.get("k"),
+            "paper_mean": "mean_le" in le}
+
+
+def run_manifests(args) -> tuple:
+    """The figure's results from the manifests of the shipped models ``args.manifests`` (grouped by
+    ``group_of``, then by H); sets ``args`` (D, T_train, T_eval, LE horizon and k) from them. Returns
+    ``(results {group: {H: ...}}, table rows)``."""
+    from rsa_jax import pretrained
+    groups, shared = {}, {}
+    for name in args.manifests:
+        try:
+            m = pretrained.manifest(name)
+        except KeyError as e:
+            raise SystemExit(e.args[0]) from None
+        rec = manifest_record(name, m)
+        for key, value in (("d", m["model"]["d"]), ("t_train", m["training"]["t_train"]),
+                           ("t_eval", rec["t_eval"]), ("lyap_t", rec["le_T"]), ("paper_mean", rec["paper_mean"])):
+            if shared.setdefault(key, value) != value:
+                raise SystemExit(f"--manifests: {name} has {key} = {value}, the others {shared[key]}; "
+                                 "draw such models in separate runs")
+        groups.setdefault(group_of(m), {}).setdefault(m["model"]["heads"], []).append(rec)
+    args.d, args.t_train, args.t_eval, args.lyap_t = shared["d"], shared["t_train"], shared["t_eval"], shared["lyap_t"]
+    args.lyap_k = "full" if shared["paper_mean"] else rec["le_k"]
+    args.seeds = sorted({r["seed"] for per_h in groups.values() for recs in per_h.values() for r in recs})
+    args.heads = sorted({h for per_h in groups.values() for h in per_h})
+    results, rows = {}, []
+    for key, per_h in groups.items():
+        results[key] = {}
+        for h in sorted(per_h):
+            names = [r["checkpoint"] for r in per_h[h]]
+            res = results[key][str(h)] = {"checkpoints": names, "seeds": per_h[h], **summarize(per_h[h]),
+                                          "seconds": 0.0}
+            report(rows, f"{', '.join(names)} ({key})", ", ".join(names), h, args.d // h, res, args)
+    return results, rows
+
+
 def report(rows: list, name: str, tag: str, h: int, head_width: int, res: dict, args):
     """Appends the table row of one (model, H) result ``res`` to ``rows`` and prints its line (``[tag H=h]``)."""
     ob, oc = res["ood_board_acc_mean"], res["ood_cell_acc_mean"]
@@ -302,10 +374,18 @@ def report(rows: list, name: str, tag: str, h: int, head_width: int, res: dict, 
 
 
 def main(argv=None):
-    args = resolve(parse_args(argv))
+    args = parse_args(argv)
+    if args.manifests and args.checkpoints:
+        raise SystemExit("--manifests and --checkpoints exclude each other (read the manifests, or recompute)")
+    if args.manifests:
+        apply_preset(args, CPU)
+    else:
+        args = resolve(args)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     t_start = time.time()
+    if args.manifests:
+        return finish(args, *run_manifests(args), t_start)
     given = load_checkpoints(args.checkpoints) if args.checkpoints else None
     if given and "t_train" in adopt_checkpoint_settings(args, given, ("t_train", "d")):
         raise SystemExit("--checkpoints: the models were trained with different T_train; ID accuracy is read at "
@@ -321,6 +401,12 @@ def main(argv=None):
         for key in args.models:
             results[key], r = run_model(key, sets, args)
             rows += r
+    return finish(args, results, rows, t_start)
+
+
+def finish(args, results: dict, rows: list, t_start: float) -> dict:
+    """Prints the table and the claims, draws ``heads.png``, writes ``heads.json``; returns its content."""
+    out = Path(args.out)
     tmax = max(args.t_eval)
     headers = ["model", "H", "D/H", f"maxLE(T={args.lyap_t})", "meanLE" + ("" if args.lyap_k == "full" else
                                                                             f"(top {args.lyap_k})"),
@@ -332,11 +418,12 @@ def main(argv=None):
     verdict = check_claims(results, args)
     print("this run:\n  " + "\n  ".join(verdict))
     plot(results, args, out / "heads.png")
-    js = common.save_json({"args": vars(args), "mean_le_over": mean_le_over(args), "claims": CLAIMS,
-                           "this_run": verdict, "results": results, "table": {"headers": headers, "rows": rows},
-                           "seconds": time.time() - t_start}, out / "heads.json")
+    record = {"args": vars(args), "mean_le_over": mean_le_over(args), "claims": CLAIMS, "this_run": verdict,
+              "results": results, "table": {"headers": headers, "rows": rows}, "seconds": time.time() - t_start}
+    js = common.save_json(record, out / "heads.json")
     common.announce([js, out / "heads.png"])
     print(f"total {time.time() - t_start:.0f}s")
+    return record
 
 
 if __name__ == "__main__":

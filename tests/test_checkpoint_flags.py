@@ -161,3 +161,47 @@ def test_regularization(run_dir, tmp_path):
     assert entry["test"]["steps"] == [2] and finite(entry["test"]["board_acc"], entry["summary"]["cell_acc"]["mean"])
     assert res["claims"] == [] == record["claims"] and res["table"]["rows"][0][1] == entry["label"]
     assert not (tmp_path / "runs").exists()
+
+
+def _manifest(heads_: int, max_le: float, mean_le: float, ood_cells: list, *, penalty="none", t_eval=(2, 4)) -> dict:
+    """A shipped model's manifest as ``experiments.claims_runs`` leaves it (the entries ``heads`` reads)."""
+    n = len(t_eval)
+    return {"model": {"kind": "itrsa", "d": 16, "heads": heads_, "n": 4, "norm": "rmsnorm"},
+            "training": {"t_train": 2, "seed": 0, "penalty": penalty, "penalty_lam": 1e-4},
+            "lyapunov": {"T": 16, "k": 32, "max_le": max_le, "mean_le": mean_le, "mean_le_leading_k": -9.0},
+            "accuracy": {"id": {"steps": [4, 2], "board_acc": [0.0, 0.5 * heads_ / 4], "cell_acc": [0.1, 0.9]},
+                         "ood": {"steps": list(t_eval), "board_acc": [0.0] * n, "cell_acc": ood_cells}}}
+
+
+def test_heads_from_manifests(tmp_path, monkeypatch):
+    """``--manifests`` draws Fig. S.1 from what the manifests record: grouped by regularizer, then H; the
+    trend line is the least-squares slope against log2 H of the recorded exponents."""
+    monkeypatch.setenv(pretrained.ENV_DIR, str(tmp_path / "pre"))
+    models = {"h1": _manifest(1, 0.05, -0.47, [0.5, 0.4]), "h4": _manifest(4, 0.01, -0.62, [0.6, 0.7]),
+              "h2": _manifest(2, 0.03, -0.50, [0.55, 0.5]), "spec": _manifest(4, 0.02, -0.58, [0.3, 0.2],
+                                                                              penalty="spec"),
+              "no-le": {**_manifest(8, 0, 0, [0, 0]), "lyapunov": None},
+              "t-other": _manifest(8, 0.0, -0.6, [0.1, 0.2, 0.3], t_eval=(2, 4, 8))}
+    for name, m in models.items():
+        (tmp_path / "pre" / name).mkdir(parents=True)
+        (tmp_path / "pre" / name / "manifest.json").write_text(json.dumps(m))
+        (tmp_path / "pre" / name / "model.npz").touch()                        # a shipped model's folder
+    res = heads.main(["--out", str(tmp_path / "o"), "--manifests", "h4", "h1", "spec", "h2"])
+    assert (tmp_path / "o" / "heads.png").exists() and read(tmp_path / "o" / "heads.json")["this_run"]
+    base, spec = res["results"][GROUP], res["results"][GROUP + " R_spec lam=0.0001"]
+    assert list(base) == ["1", "2", "4"] and list(spec) == ["4"] and spec["4"]["checkpoints"] == ["spec"]
+    assert base["4"]["max_le_mean"] == 0.01 and base["2"]["mean_le_mean"] == -0.50        # the paper's mean LE
+    assert base["4"]["id_board_acc_mean"] == 0.5 and base["4"]["ood_cell_acc_mean"] == [0.6, 0.7]  # ID at T_train
+    assert (res["args"]["d"], res["args"]["t_eval"], res["args"]["heads"], res["args"]["lyap_k"]) == (16, [2, 4],
+                                                                                                     [1, 2, 4], "full")
+    slope = np.polyfit([0, 1, 2], [0.05, 0.03, 0.01], 1)[0]                             # -0.02 per doubling
+    assert f"max LE +0.010..+0.050 (slope {slope:+.4f} per doubling" in res["this_run"][0]
+    assert "best OOD at T=4: board H=1 (0.0%), cell H=4 (70.0%)" in res["this_run"][0]
+    with pytest.raises(SystemExit, match="no-le: the manifest lacks lyapunov; to fill it: python -m experiments.lyap"):
+        heads.main(["--out", str(tmp_path / "o"), "--manifests", "h1", "no-le"])
+    with pytest.raises(SystemExit, match="t_eval = \\[2, 4, 8\\], the others \\[2, 4\\]"):
+        heads.main(["--out", str(tmp_path / "o"), "--manifests", "h1", "t-other"])
+    with pytest.raises(SystemExit, match="no shipped model 'h3'"):
+        heads.main(["--out", str(tmp_path / "o"), "--manifests", "h1", "h3"])
+    with pytest.raises(SystemExit, match="exclude each other"):
+        heads.main(["--out", str(tmp_path / "o"), "--manifests", "h1", "--checkpoints", "h1"])
