@@ -9,6 +9,13 @@ For every model variant, oscillator size N and seed this script reads the run
 ``experiments.sudoku_sweep.oscillator_train_config`` (that of ``experiments.oscillator_size``) so that
 both scripts share runs. It reports ``mean_j |gamma_j|`` and ``max_j |gamma_j|`` over the D channels
 (mean ± std over seeds) beside the paper's values.
+
+Scale convention: ``rsa_jax.ops.rms_norm`` is the paper's definition, ``gamma * Y_i / ||Y_i||`` (unit
+chunks at gamma = 1, the init). PyTorch's ``nn.RMSNorm`` (``weight * Y_i / rms(Y_i)``, weight 1 at init)
+is the same map with ``weight = gamma / sqrt(N)``; if the paper's code used it (its ItrSA comes from the
+AKOrN code, whose Transformer block uses ``nn.LayerNorm``, of the same scale) its Table S.1 gains are
+``weight``s. The records also give ``max_j |gamma_j| / sqrt(N)`` (``gamma_abs_max_rms``), and its
+value at init (``1 / sqrt(N)``), so that both readings can be compared.
 ``--checkpoints NAME_OR_PATH ...`` reads given trained models instead (shipped names, ``.npz`` files or
 run directories; grouped by kind, norm and N as their configs say; nothing is trained).
 
@@ -38,10 +45,12 @@ import time
 import warnings
 from pathlib import Path
 
+import numpy as np
+
 from experiments import common
 from experiments.sudoku_sweep import (CHECKPOINT_HELP, OSCILLATOR_MODELS, add_training_flags, learned_gamma,
-                                      load_checkpoints, load_sets, mean_std, oscillator_key, oscillator_train_config,
-                                      train_variant)
+                                      load_checkpoints, load_sets, mean_std, norm_chunk, oscillator_key,
+                                      oscillator_train_config, train_variant)
 from rsa_jax.configs import OSCILLATOR_CPU, OSCILLATOR_FULL, apply_preset
 from rsa_jax.runs import latest_step
 from rsa_jax.train import load_model
@@ -143,7 +152,9 @@ def gamma_record(model, seed: int, path, source: str, **extra) -> dict:
     g = learned_gamma(model)
     if g is None:
         raise ValueError(f"{path}: the model has no RMSNorm gamma (norm={model.config.norm!r})")
-    return {"seed": seed, "run_dir": str(path), "source": source, **g, **extra}
+    root_n = float(np.sqrt(norm_chunk(model.config)))
+    return {"seed": seed, "run_dir": str(path), "source": source, **g,
+            "gamma_abs_max_rms": g["gamma_abs_max"] / root_n, "gamma_rms_init": 1.0 / root_n, **extra}
 
 
 def collect(args, key: str, n: int, sets_fn) -> list:
@@ -162,7 +173,8 @@ def collect(args, key: str, n: int, sets_fn) -> list:
 
 def run_checkpoints(given: list) -> tuple:
     """Gamma records of the trained models ``given`` (``[(label, model, train_config)]``), grouped by variant
-    (kind and norm, ``oscillator_key``) and N as their configs say.
+    (kind and norm, ``oscillator_key``) and N, the chunk of their normalization (``state_chunk``: AKOrN's
+    ``n``, ItrSA's ``norm_n``; D for ItrSA's RMSNorm over the whole token), as their configs say.
 
     Returns:
       ``(results {group: {N: ...}}, skipped [{"checkpoint", "reason"}])``: models without an RMSNorm gamma are
@@ -176,7 +188,10 @@ def run_checkpoints(given: list) -> tuple:
             print(f"note: {label} skipped: {skipped[-1]['reason']}")
             continue
         rec = gamma_record(model, cfg.seed, label, "given", checkpoint=label, model_config=dataclasses.asdict(m))
-        groups.setdefault(oscillator_key(m), {}).setdefault(str(m.n), []).append(rec)
+        print(f"[{label}] N={norm_chunk(m)}: mean |gamma| {rec['gamma_abs_mean']:.4f}, max |gamma| "
+              f"{rec['gamma_abs_max']:.4f}; RMS convention (/ sqrt(N)): max {rec['gamma_abs_max_rms']:.4f}, "
+              f"init {rec['gamma_rms_init']:.4f}")
+        groups.setdefault(oscillator_key(m), {}).setdefault(str(norm_chunk(m)), []).append(rec)
     if not groups:
         raise SystemExit("--checkpoints: none of the models has an RMSNorm gamma")
     results = {key: {n: {"checkpoints": [r["checkpoint"] for r in recs], "seeds": recs, **summarize(recs)}
@@ -193,7 +208,7 @@ def model_name(key: str) -> str:
 def summarize(seeds: list) -> dict:
     """Mean and std over seeds of mean |gamma| and max |gamma|."""
     out = {}
-    for k in ("gamma_abs_mean", "gamma_abs_max"):
+    for k in ("gamma_abs_mean", "gamma_abs_max", "gamma_abs_max_rms"):
         out[k + "_mean"], out[k + "_std"] = mean_std([r[k] for r in seeds])
     return out
 
@@ -214,6 +229,8 @@ def table_rows(results: dict) -> list:
             name = f"{', '.join(res['checkpoints'])} ({model_name(key)})" if "checkpoints" in res else model_name(key)
             rows.append([name, n, fmt(res["gamma_abs_mean_mean"], res["gamma_abs_mean_std"]),
                          fmt(res["gamma_abs_max_mean"], res["gamma_abs_max_std"]),
+                         f"{fmt(res['gamma_abs_max_rms_mean'], res['gamma_abs_max_rms_std'])} "
+                         f"(init {1 / np.sqrt(int(n)):.3f})",
                          fmt(*paper[0]) if paper else "-", fmt(*paper[1]) if paper else "-",
                          "yes" if max(r["gamma_abs_max"] for r in res["seeds"]) < 1 else "no",
                          len(res["seeds"]), ", ".join(sorted({r["source"] for r in res["seeds"]}))])
@@ -270,11 +287,12 @@ def main(argv=None):
                 print(f"[{key} N={n}] mean |gamma| {results[key][str(n)]['gamma_abs_mean_mean']:.4f}, max |gamma| "
                       f"{results[key][str(n)]['gamma_abs_max_mean']:.4f} ({', '.join(r['source'] for r in seeds)}; "
                       f"{time.time() - t0:.0f}s)", flush=True)
-    headers = ["model", "N", "mean_j abs(gamma_j) (ours)", "max_j abs(gamma_j) (ours)", "mean (paper)",
-               "max (paper)", "max < 1", "seeds", "runs"]
+    headers = ["model", "N", "mean_j abs(gamma_j) (ours)", "max_j abs(gamma_j) (ours)",
+               "max_j abs(gamma_j) / sqrt(N) (ours, RMS convention)", "mean (paper)", "max (paper)", "max < 1",
+               "seeds", "runs"]
     rows = table_rows(results)
     print(markdown_table(rows, headers))
-    held = sum(r[6] == "yes" for r in rows)
+    held = sum(r[7] == "yes" for r in rows)
     print(f"claim: {CLAIM}\nthis run: max_j |gamma_j| < 1 in {held} of {len(rows)} (model, N) rows (every seed)")
     plot(results, out / "gamma_table.png")
     js = common.save_json({"args": vars(args), "claim": CLAIM, "paper": PAPER, "results": results,

@@ -51,8 +51,8 @@ from experiments import common
 from experiments.sudoku_sweep import OSCILLATOR_MODELS as MODELS
 from experiments.sudoku_sweep import (CHECKPOINT_HELP, add_ood_eval_flags, add_training_flags,
                                       adopt_checkpoint_settings, learned_gamma, load_checkpoints, load_sets,
-                                      lyapunov_puzzle, model_lyapunov, oscillator_key, oscillator_train_config,
-                                      train_variant)
+                                      lyapunov_puzzle, model_lyapunov, norm_chunk, oscillator_key,
+                                      oscillator_train_config, train_variant)
 from rsa_jax.configs import OSCILLATOR_CPU as CPU
 from rsa_jax.configs import OSCILLATOR_FULL as FULL
 from rsa_jax.configs import apply_preset
@@ -279,7 +279,8 @@ def run_checkpoints(given: list, data: dict, args) -> tuple:
     """
     groups = {}
     for label, model, cfg in given:
-        groups.setdefault(oscillator_key(model.config), {}).setdefault(model.config.n, []).append((label, model, cfg))
+        m = model.config
+        groups.setdefault(oscillator_key(m), {}).setdefault(norm_chunk(m), []).append((label, model, cfg))
     results, curves, rows = {}, [], []
     for key, per_n in groups.items():
         results[key] = {}
@@ -307,7 +308,7 @@ def chaos_only(args):
         group = f"{m.kind} norm={m.norm}"
         d = chaos_distance(model, digits, given, warmup=args.chaos_warmup, steps=args.chaos_steps,
                            std=args.chaos_std, key=jax.random.PRNGKey(args.seed))
-        curves.append((f"{'/'.join(Path(run).parts[-2:])} N={m.n}", group, d))
+        curves.append((f"{'/'.join(Path(run).parts[-2:])} N={norm_chunk(m)}", group, d))
         record[str(run)] = {"model_config": dataclasses.asdict(m), "l1": d.tolist(),
                             "t": list(range(args.chaos_warmup, args.chaos_steps + 1)), "seconds": time.time() - t0}
         print(f"{run}: L1 at t={args.chaos_warmup}: {d[0]:.3g}, t={args.chaos_steps}: {d[-1]:.3g} "

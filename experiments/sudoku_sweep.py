@@ -275,6 +275,12 @@ def oscillator_train_config(args, key: str, n: int) -> TrainConfig:
                        checkpoint_every=0, keep_checkpoints=1, log_every=10, data_dir=args.data_dir)
 
 
+def norm_chunk(mcfg) -> int:
+    """N of a model in the oscillator-size figures: the chunk its state normalization acts on (AKOrN's ``n``,
+    ItrSA's ``norm_n``; D for ItrSA's RMSNorm over the whole token)."""
+    return mcfg.state_chunk or mcfg.d
+
+
 def oscillator_key(mcfg) -> str:
     """Key of ``OSCILLATOR_MODELS`` whose kind and normalization a given model has (at its own D, H, N),
     else :func:`model_group` of it."""

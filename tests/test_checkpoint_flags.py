@@ -129,8 +129,8 @@ def test_oscillator_size(run_dir, tmp_path):
     oscillator_size.main(["--out", str(tmp_path / "a"), "--checkpoints", NAME, *small])
     res = read(tmp_path / "a" / "oscillator_size.json")
     per_n = res["results"][GROUP]
-    assert list(per_n) == ["4"] and per_n["4"]["checkpoints"] == [NAME]      # N read from the config
-    (s,) = per_n["4"]["seeds"]
+    assert list(per_n) == ["16"] and per_n["16"]["checkpoints"] == [NAME]    # N = D: RMSNorm over the whole token
+    (s,) = per_n["16"]["seeds"]
     assert s["checkpoint"] == NAME and len(s["chaos_l1"]) == 2
     assert finite(s["max_le"], s["ood_board_acc"], s["id_cell_acc"], s["chaos_l1"], s["gamma_abs_max"])
     assert not (tmp_path / "a" / "runs").exists()
@@ -143,7 +143,7 @@ def test_oscillator_size(run_dir, tmp_path):
 def test_gamma_table(run_dir, tmp_path):
     gamma_table.main(["--out", str(tmp_path), "--checkpoints", NAME])
     res = read(tmp_path / "gamma_table.json")
-    (rec,) = res["results"][GROUP]["4"]["seeds"]
+    (rec,) = res["results"][GROUP]["16"]["seeds"]   # N = D: its RMSNorm is over the whole token (norm_n None)
     model, _ = pretrained.load(NAME)
     g = np.abs(np.asarray(model.pure_step()[1]["gamma"], np.float64))
     assert rec["checkpoint"] == NAME and rec["source"] == "given" and res["skipped"] == []

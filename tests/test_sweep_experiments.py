@@ -33,6 +33,14 @@ def test_gamma_record_is_exact():
     rec = gamma_table.gamma_record(model, 0, "somewhere", "loaded")
     assert rec["gamma_abs_mean"] == pytest.approx(np.abs(g.astype(np.float64)).mean(), abs=1e-12)
     assert rec["gamma_abs_max"] == pytest.approx(2.0, abs=1e-12)
+    # nn.RMSNorm's weight (Y / rms(Y) over N = 4 channels) is gamma / sqrt(4); at init 1 / 2
+    assert (rec["gamma_abs_max_rms"], rec["gamma_rms_init"]) == (pytest.approx(1.0, abs=1e-12), 0.5)
+    whole = SudokuModel(ModelConfig(kind="itrsa", d=8, heads=2, n=4, norm="rmsnorm"), rngs=nnx.Rngs(0))
+    whole.gamma[...] = g                                   # RMSNorm over the whole token: N = D = 8
+    rec = gamma_table.gamma_record(whole, 0, "somewhere", "loaded")
+    y = np.arange(1.0, 9.0)
+    torch_rmsnorm = y / np.sqrt(np.mean(y ** 2)) * rec["gamma_abs_max_rms"]   # nn.RMSNorm with weight gamma/sqrt(8)
+    np.testing.assert_allclose(torch_rmsnorm, 2.0 * y / np.linalg.norm(y), rtol=1e-12)   # = ours with gamma 2
 
 
 def test_gamma_record_rejects_models_without_gamma():
@@ -71,7 +79,8 @@ def test_gamma_table_reads_runs(tmp_path):
     assert res["results"]["itrsa"]["4"]["gamma_abs_max_mean"] == g.max()
     row = res["table"]["rows"][0]
     assert row[1] == "4"
-    assert row[4] == "0.229 ± 0.0004"                               # the paper's Table S.1 beside ours
+    assert row[4] == f"{g.max() / 2:.3f} ± 0.0000 (init 0.500)"      # nn.RMSNorm's weight: gamma / sqrt(4)
+    assert row[5] == "0.229 ± 0.0004"                               # the paper's Table S.1 beside ours
     assert (tmp_path / "b" / "gamma_table.png").is_file()
 
 
