@@ -16,14 +16,14 @@ the paper (Fig. 5 regularizers, Fig. S.1 heads, Fig. 4 oscillator-wise RMSNorm) 
 order, skips shipped ones, restores a parked run when it is further along than ``runs/<name>``, trains
 (resuming exactly) until the model reaches ``--steps`` or the budget ends (``TrainConfig.time_budget``,
 minus ``--eval-reserve``), and a finished model is shipped (``pretrained/<name>``, manifest with the
-plan entry, device and date), evaluated (``experiments.sudoku_ood``: ID / OOD curves) and given its
-Lyapunov exponents (``experiments.lyapunov --k 32``, and the long-horizon one, ``LONG_LE``) and its
-contribution index along inference (``experiments.pseudo_energy``, ``PSEUDO_ENERGY``), all written into
-the manifest. A parked run is ~3 MB (parameters, Adam moments, EMA); it is deleted once the model
-ships. A parked run resumed on another machine is exact only with the same device count
-(``data_parallel`` follows it; summation order). ``park --ship-partial`` also ships an unfinished model
-(its manifest says ``partial``: step k of ``--steps``), so that the experiments can use it meanwhile;
-``train`` continues it and replaces it.
+plan entry, device, date and every ``train`` invocation that trained it, ``invocations``), evaluated
+(``experiments.sudoku_ood``: ID / OOD curves) and given its Lyapunov exponents (``experiments.lyapunov
+--k 32``, and the long-horizon one, ``LONG_LE``) and its contribution index along inference
+(``experiments.pseudo_energy``, ``PSEUDO_ENERGY``), all written into the manifest. A parked run is ~3 MB
+(parameters, Adam moments, EMA); it is deleted once the model ships. A parked run resumed on another
+machine is exact only with the same device count (``data_parallel`` follows it; summation order). ``park
+--ship-partial`` also ships an unfinished model (its manifest says ``partial``: step k of ``--steps``),
+so that the experiments can use it meanwhile; ``train`` continues it and replaces it.
 
 A regularizer's weight is chosen from a small grid on RRN valid, never on test: planned models that
 share a ``group`` are one grid (same kind and regularizer, one lambda each). Their evaluation adds RRN
@@ -50,6 +50,9 @@ from rsa_jax import pretrained
 from rsa_jax.runs import latest_step
 
 RESUME_DIR = "_resume"
+# One line per `train` invocation that trained a run ({"command", "date", "device", "start_step"}): it travels
+# with a parked run and goes into the manifest (``invocations``), since a model may take several sessions.
+INVOCATIONS = "invocations.jsonl"
 # The long-horizon exponent beside the paper's T = 16 one: 512 steps from the state after 128 (the
 # T = 16 exponent from X0 is a finite-time one and does not rank long-run behaviour; RESULTS.md).
 LONG_LE = ("--k", "4", "--T", "512", "--warmup", "128")
@@ -156,11 +159,11 @@ def park(runs: Path, steps: int, ship_partial: bool = False, info: dict | None =
             target = entry.train.get("max_steps", steps)
             fields = {**_info(entry, "python -m experiments.claims_runs train  (continues it)"),
                       "partial": f"step {step} of {target}; `python -m experiments.claims_runs train` continues it",
-                      **(info or {})}
+                      "invocations": _invocations(run), **(info or {})}
             pretrained.export_run(run, pretrained.root() / entry.name, info=fields)
         shutil.rmtree(dest, ignore_errors=True)
         (dest / "checkpoints").mkdir(parents=True)
-        for f in ("config.json", "metrics.jsonl"):
+        for f in ("config.json", "metrics.jsonl", INVOCATIONS):
             if (run / f).is_file():
                 shutil.copy2(run / f, dest / f)
         shutil.copytree(run / "checkpoints" / str(step), dest / "checkpoints" / str(step))
@@ -292,6 +295,12 @@ def _restore(run: Path, parked: Path) -> None:
         print(f"[{run.name}] restored the parked run (step {there}) from {parked}")
 
 
+def _invocations(run: Path) -> list:
+    """The ``train`` invocations recorded in ``run`` (``INVOCATIONS``), oldest first."""
+    f = run / INVOCATIONS
+    return [json.loads(line) for line in f.read_text().splitlines() if line.strip()] if f.is_file() else []
+
+
 def _info(entry: Planned, command: str) -> dict:
     """Manifest fields of a planned model."""
     return {"name": entry.name, "claim": entry.claim, "date": datetime.date.today().isoformat(),
@@ -326,6 +335,11 @@ def train_next(args) -> list:
         _restore(run, parked)
         cfg = config(entry, args.steps, run, left)
         print(f"[{entry.name}] training ({entry.claim}); {left:.0f}s left", flush=True)
+        command = "python -m experiments.claims_runs " + shlex.join(args.argv)
+        run.mkdir(parents=True, exist_ok=True)
+        with open(run / INVOCATIONS, "a") as f:
+            f.write(json.dumps({"command": command, "date": datetime.datetime.now().isoformat(timespec="seconds"),
+                                "device": _device(), "start_step": latest_step(run) or 0}) + "\n")
         note = {}
         try:
             train(cfg, sudoku_task(cfg))
@@ -340,7 +354,7 @@ def train_next(args) -> list:
         if not note and (step is None or step < cfg.max_steps):
             print(f"[{entry.name}] stopped at step {step} of {cfg.max_steps}: resume with the same command")
             break
-        info = {**note, **_info(entry, "python -m experiments.claims_runs " + shlex.join(args.argv))}
+        info = {**note, **_info(entry, command), "invocations": _invocations(run)}
         pretrained.export_run(run, pretrained.root() / entry.name, info=info, step=note.get("steps"))
         shutil.rmtree(parked, ignore_errors=True)
         shipped.append(entry.name)

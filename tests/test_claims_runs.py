@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shlex
 import shutil
 
 import jax
@@ -50,6 +51,7 @@ def test_train_ships_evaluates_parks_and_resumes(setup, capsys):
     pe = m["pseudo_energy"]
     assert pe["t"] == [0, 2] and pe["contribution_start"] == pe["contribution"][0] and 0 < pe["contribution_max"] <= 1
     assert m["command"].startswith("python -m experiments.claims_runs train --only t-itrsa-spec ")
+    assert [(i["command"], i["start_step"]) for i in m["invocations"]] == [(m["command"], 0)]
     model, cfg = pretrained.load("t-itrsa-spec")
     assert (cfg.penalty, cfg.penalty_lam, cfg.max_steps, model.config.kind) == ("spec", 1e-2, 2, "itrsa")
     # an unfinished run (a session ended) is parked, the run folder is lost, the next session restores it
@@ -70,6 +72,8 @@ def test_train_ships_evaluates_parks_and_resumes(setup, capsys):
     assert not (tmp / "pre" / claims_runs.RESUME_DIR / "t-akorn-h1").exists()
     assert pretrained.load("t-akorn-h1")[0].config.heads == 1
     assert "partial" not in pretrained.manifest("t-akorn-h1") and pretrained.manifest("t-akorn-h1")["steps"] == 2
+    (inv,) = pretrained.manifest("t-akorn-h1")["invocations"]   # step 1 came from a direct train() call
+    assert inv["start_step"] == 1 and inv["command"].endswith("--only t-akorn-h1 --no-evaluate " + shlex.join(flags))
     assert claims_runs.status(PLAN[2], runs) == "shipped, not evaluated"
     # the next `train` evaluates it first; a budget too small to train anything then stops at once
     assert claims_runs.main(["train", "--budget", "1", "--eval-args", eval_args, *flags]) == []
