@@ -262,8 +262,8 @@ def monitor_rollout(model, digits, given, steps: int, key: jax.Array, *, solutio
       contribution_every: spacing of the contribution-index steps (0: never computed).
       contribution_puzzles: puzzles (the first ones) the contribution index is computed on.
       top_frac: fraction of eigenvectors counted (2% in the paper).
-      krylov_dim: None: dense eigh (exact); an int: Lanczos with that many steps (0: its default,
-        ``6 k``).
+      krylov_dim: None: dense eigh (exact); an int: Lanczos with that many steps (0: Lanczos with its
+        default, ``min(n - 1, max(6 k, 40))`` for ``k`` eigenvectors of ``n = 81 D``).
 
     Returns:
       dict of NumPy arrays: ``t`` ``(steps + 1,)``; ``energy``, ``cosine`` ``(steps + 1,)`` means over
