@@ -205,3 +205,30 @@ def test_heads_from_manifests(tmp_path, monkeypatch):
         heads.main(["--out", str(tmp_path / "o"), "--manifests", "h1", "h3"])
     with pytest.raises(SystemExit, match="exclude each other"):
         heads.main(["--out", str(tmp_path / "o"), "--manifests", "h1", "--checkpoints", "h1"])
+
+
+def test_weight_penalties_values():
+    """Exact values on hand-built weights: sigma_max of diagonal matrices, symmetric and antisymmetric W^V W^O."""
+    from experiments.weight_penalties import penalties
+    eye, anti = np.eye(4), np.array([[0, 1, 0, 0], [-1, 0, 0, 0], [0, 0, 0, 2], [0, 0, -2, 0]], np.float64)
+    attn = {"wq": np.diag([2.0, 1, 1, 1])[None], "wk": 3 * eye[None], "wv": anti[None], "wo": eye[None],
+            "bq": np.array([[1.0, 1, 0, 0]]), "bk": np.zeros((1, 4)), "bv": np.zeros((1, 4)), "bo": np.zeros(4)}
+    got = penalties(attn)
+    # sigma_max: 2, 3, 2, 1 -> (4-1)^2 + (9-1)^2 + (4-1)^2 + 0 = 82; ||b^Q||^4 = 4
+    assert got["sigma_max"] == pytest.approx({"wq": 2.0, "wk": 3.0, "wv": 2.0, "wo": 1.0})
+    assert got["r_spec"] == pytest.approx(86.0)
+    # fused: M = [W^Q W^K W^V], M M^T = diag(4,1,1,1) + 9 I + diag(1,1,4,4), sigma_max^2 = 14; (||b^Q||^2)^2 = 4
+    assert got["r_spec_fused"] == pytest.approx((14.0 - 1) ** 2 + 0 + (1 + 1) ** 2)
+    assert (got["r_e"], got["asymmetry"]) == (pytest.approx(4 * 10.0), pytest.approx(2.0))   # antisymmetric
+    sym = penalties({**attn, "wv": (anti @ anti)[None]})                                       # A^2 is symmetric
+    assert (sym["r_e"], sym["asymmetry"]) == (0.0, 0.0)
+
+
+def test_weight_penalties(run_dir, tmp_path):
+    from experiments import weight_penalties
+    (r,) = weight_penalties.main(["--out", str(tmp_path), "--checkpoints", NAME])["records"]
+    model, cfg = pretrained.load(NAME)
+    init = weight_penalties.SudokuModel(model.config, rngs=weight_penalties.nnx.Rngs(cfg.seed))
+    assert r["init"] == weight_penalties.penalties(init.pure_step()[1]["attn"])
+    assert r["trained"]["r_e"] != r["init"]["r_e"] and r["penalty"] == "none" and r["lam_r"] is None
+    assert read(tmp_path / "weight_penalties.json")["records"][0]["checkpoint"] == NAME
