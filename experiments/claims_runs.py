@@ -112,6 +112,14 @@ PLAN = (
     Planned("sudoku-itrsa-orthvo-cpu", "itrsa", model={"orthogonal_vo": "cayley"},
             claim="control for R_E-multi: W^V, W^O orthogonal (Cayley) without the penalty, to tell which of the "
                   "two slowed its learning"),
+    # RMSNorm at nn.RMSNorm's scale (gain init sqrt(D) = sqrt(128): tokens of norm sqrt(D), not 1). At unit
+    # tokens the trained ItrSA grows sigma_max(W^Q), sigma_max(W^K) to 29 and 16 for sharp attention, which
+    # R_Spec (sigma_max -> 1) forbids (experiments.weight_penalties): does R_Spec still slow learning there?
+    Planned("sudoku-itrsa-rmsscale-cpu", "itrsa", model={"gamma_init": 128 ** 0.5},
+            claim="control for R_Spec: ItrSA with RMSNorm at nn.RMSNorm's scale (gamma_init sqrt(D))"),
+    Planned("sudoku-itrsa-rmsscale-spec-cpu", "itrsa", model={"gamma_init": 128 ** 0.5},
+            train={"penalty": "spec", "penalty_lam": 1e-4},
+            claim="R_Spec helps (Fig. 5) at nn.RMSNorm's scale (gamma_init sqrt(D)); the paper's ItrSA lambda"),
 )
 
 

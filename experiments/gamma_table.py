@@ -15,7 +15,8 @@ chunks at gamma = 1, the init). PyTorch's ``nn.RMSNorm`` (``weight * Y_i / rms(Y
 is the same map with ``weight = gamma / sqrt(N)``; if the paper's code used it (its ItrSA comes from the
 AKOrN code, whose Transformer block uses ``nn.LayerNorm``, of the same scale) its Table S.1 gains are
 ``weight``s. The records also give ``max_j |gamma_j| / sqrt(N)`` (``gamma_abs_max_rms``), and its
-value at init (``1 / sqrt(N)``), so that both readings can be compared.
+value at init (``gamma_init / sqrt(N)``: ``1 / sqrt(N)`` by default, 1 for a model initialized at
+nn.RMSNorm's scale, ``ModelConfig.gamma_init = sqrt(N)``), so that both readings can be compared.
 ``--checkpoints NAME_OR_PATH ...`` reads given trained models instead (shipped names, ``.npz`` files or
 run directories; grouped by kind, norm and N as their configs say; nothing is trained).
 
@@ -154,7 +155,8 @@ def gamma_record(model, seed: int, path, source: str, **extra) -> dict:
         raise ValueError(f"{path}: the model has no RMSNorm gamma (norm={model.config.norm!r})")
     root_n = float(np.sqrt(norm_chunk(model.config)))
     return {"seed": seed, "run_dir": str(path), "source": source, **g,
-            "gamma_abs_max_rms": g["gamma_abs_max"] / root_n, "gamma_rms_init": 1.0 / root_n, **extra}
+            "gamma_abs_max_rms": g["gamma_abs_max"] / root_n, "gamma_rms_init": model.config.gamma_init / root_n,
+            **extra}
 
 
 def collect(args, key: str, n: int, sets_fn) -> list:
@@ -229,8 +231,8 @@ def table_rows(results: dict) -> list:
             name = f"{', '.join(res['checkpoints'])} ({model_name(key)})" if "checkpoints" in res else model_name(key)
             rows.append([name, n, fmt(res["gamma_abs_mean_mean"], res["gamma_abs_mean_std"]),
                          fmt(res["gamma_abs_max_mean"], res["gamma_abs_max_std"]),
-                         f"{fmt(res['gamma_abs_max_rms_mean'], res['gamma_abs_max_rms_std'])} "
-                         f"(init {1 / np.sqrt(int(n)):.3f})",
+                         f"{fmt(res['gamma_abs_max_rms_mean'], res['gamma_abs_max_rms_std'])} (init "
+                         + "/".join(f"{v:.3f}" for v in sorted({r['gamma_rms_init'] for r in res['seeds']})) + ")",
                          fmt(*paper[0]) if paper else "-", fmt(*paper[1]) if paper else "-",
                          "yes" if max(r["gamma_abs_max"] for r in res["seeds"]) < 1 else "no",
                          len(res["seeds"]), ", ".join(sorted({r["source"] for r in res["seeds"]}))])

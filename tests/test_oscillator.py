@@ -210,3 +210,20 @@ def test_gamma_trains_through_the_trainer(kind):
     assert np.isfinite(float(metrics["loss"])) and np.isfinite(float(metrics["grad_norm"]))
     after = np.asarray(state.params["gamma"])
     assert np.all(np.isfinite(after)) and not np.allclose(after, before)   # gamma got a nonzero gradient
+
+
+@pytest.mark.parametrize("norm_n", [None, 4])
+def test_gamma_init_at_nn_rmsnorm_scale(norm_n):
+    """``gamma_init = sqrt(N)`` is PyTorch's nn.RMSNorm at init: every chunk of the new state has RMS 1
+    (``y / sqrt(mean(y^2))``, weight 1), i.e. norm sqrt(N), where the default gives unit chunks."""
+    n = D if norm_n is None else norm_n
+    cfg = ModelConfig(kind="itrsa", d=D, heads=2, n=4, norm="rmsnorm", norm_n=norm_n, gamma_init=float(np.sqrt(n)))
+    model = SudokuModel(cfg, rngs=nnx.Rngs(0))
+    step, params = model.pure_step()
+    np.testing.assert_array_equal(np.asarray(params["gamma"]), np.float32(np.sqrt(n)))
+    digits, given = _puzzle(0)
+    c, x0 = model.condition(digits, given, jax.random.PRNGKey(1))
+    x1 = np.asarray(step(params, x0[0], c[0]), np.float64).reshape(81, D // n, n)
+    np.testing.assert_allclose(np.sqrt(np.mean(x1 ** 2, axis=-1)), 1.0, rtol=1e-5)
+    with pytest.raises(ValueError, match="gamma_init must be > 0"):
+        ModelConfig(kind="itrsa", gamma_init=0.0)

@@ -46,6 +46,10 @@ class CoreConfig:
       bias: attention biases.
       eta_init: initial step size eta (learned).
       omega_init: initial AKOrN frequency w (learned scalar).
+      gamma_init: initial RMSNorm gain, every channel (learned). 1 (default): unit-norm chunks at init,
+        the paper's definition ``gamma * Y / ||Y||``; ``sqrt(N)`` (N the normalization's chunk, D for
+        the whole token) is PyTorch's ``nn.RMSNorm`` at init (``Y / rms(Y)``, weight 1), the scale of
+        the PyTorch code the paper's models come from.
       fused: fused attention kernel (``jax.nn.dot_product_attention``).
       orthogonal_vo: keep the full W^V, W^O orthogonal through a parametrization (SPEC: R_E-multi):
         ``None`` (free weights), ``"cayley"`` or ``"qr"`` (``rsa_jax.attention.orthogonal``).
@@ -66,6 +70,7 @@ class CoreConfig:
     bias: bool = True
     eta_init: float = 1.0
     omega_init: float = 0.5
+    gamma_init: float = 1.0
     fused: bool = False
     orthogonal_vo: str | None = None
     symmetric: bool = False
@@ -82,6 +87,8 @@ class CoreConfig:
             raise ValueError(f"position must be 'embedding' or 'gta', got {self.position!r}")
         if self.d % self.heads or self.d % self.n or self.n % 2:
             raise ValueError(f"need heads | D and even N | D; got D={self.d}, H={self.heads}, N={self.n}")
+        if not self.gamma_init > 0:
+            raise ValueError(f"gamma_init must be > 0, got {self.gamma_init}")
         if self.orthogonal_vo not in (None, "cayley", "qr"):
             raise ValueError(f"orthogonal_vo must be None, 'cayley' or 'qr', got {self.orthogonal_vo!r}")
         if self.symmetric and (self.kind != "itrsa" or self.bias or self.position != "embedding"
@@ -187,7 +194,7 @@ class LoopedCore(nnx.Module):
         if cfg.kind == "akorn":
             self.omega = nnx.Param(jnp.asarray(cfg.omega_init, jnp.float32))
         if cfg.norm == "rmsnorm":
-            self.gamma = nnx.Param(jnp.ones((cfg.d,), jnp.float32))
+            self.gamma = nnx.Param(jnp.full((cfg.d,), cfg.gamma_init, jnp.float32))
 
     def add_position(self, c: jnp.ndarray) -> jnp.ndarray:
         """``c + pos`` with an additive position embedding; ``c`` unchanged with GTA."""

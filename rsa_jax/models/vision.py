@@ -41,7 +41,7 @@ class VisionConfig(CoreConfig):
     """Architecture of a looped image classifier.
 
     Core attributes (``kind, d, heads, n, norm, norm_n, position, bias, eta_init, omega_init,
-    fused``) as in ``rsa_jax.models.sudoku.ModelConfig``; defaults follow the paper's CIFAR-10
+    gamma_init, fused``) as in ``rsa_jax.models.sudoku.ModelConfig``; defaults follow the paper's CIFAR-10
     run (D = 384, H = 8). Image attributes:
 
     Attributes:
