@@ -305,6 +305,7 @@ def group_of(m: dict) -> str:
     group = model_group(ModelConfig(**m["model"]))
     mc, t = m["model"], m.get("training") or {}
     group += "".join(f" {k}={mc[k]}" for k in ("orthogonal_vo", "symmetric") if mc.get(k))
+    group += f" gamma_init={mc['gamma_init']:g}" if mc.get("gamma_init", 1.0) != 1.0 else ""
     return group + (f" R_{t['penalty']} lam={t['penalty_lam']:g}" if t.get("penalty", "none") != "none" else "")
 
 

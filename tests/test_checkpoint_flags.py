@@ -181,15 +181,18 @@ def test_heads_from_manifests(tmp_path, monkeypatch):
               "h2": _manifest(2, 0.03, -0.50, [0.55, 0.5]), "spec": _manifest(4, 0.02, -0.58, [0.3, 0.2],
                                                                               penalty="spec"),
               "no-le": {**_manifest(8, 0, 0, [0, 0]), "lyapunov": None},
+              "scaled": _manifest(4, 0.0, -0.6, [0.1, 0.2]),
               "t-other": _manifest(8, 0.0, -0.6, [0.1, 0.2, 0.3], t_eval=(2, 4, 8))}
+    models["scaled"]["model"]["gamma_init"] = 4.0                           # another model: its own group
     for name, m in models.items():
         (tmp_path / "pre" / name).mkdir(parents=True)
         (tmp_path / "pre" / name / "manifest.json").write_text(json.dumps(m))
         (tmp_path / "pre" / name / "model.npz").touch()                        # a shipped model's folder
-    res = heads.main(["--out", str(tmp_path / "o"), "--manifests", "h4", "h1", "spec", "h2"])
+    res = heads.main(["--out", str(tmp_path / "o"), "--manifests", "h4", "h1", "spec", "h2", "scaled"])
     assert (tmp_path / "o" / "heads.png").exists() and read(tmp_path / "o" / "heads.json")["this_run"]
     base, spec = res["results"][GROUP], res["results"][GROUP + " R_spec lam=0.0001"]
     assert list(base) == ["1", "2", "4"] and list(spec) == ["4"] and spec["4"]["checkpoints"] == ["spec"]
+    assert res["results"][GROUP + " gamma_init=4"]["4"]["checkpoints"] == ["scaled"]
     assert base["4"]["max_le_mean"] == 0.01 and base["2"]["mean_le_mean"] == -0.50        # the paper's mean LE
     assert base["4"]["id_board_acc_mean"] == 0.5 and base["4"]["ood_cell_acc_mean"] == [0.6, 0.7]  # ID at T_train
     assert (res["args"]["d"], res["args"]["t_eval"], res["args"]["heads"], res["args"]["lyap_k"]) == (16, [2, 4],
