@@ -30,7 +30,7 @@ from flax import nnx
 from experiments.common import announce, make_parser, parse, print_table, save_json
 from experiments.sudoku_sweep import CHECKPOINT_HELP, load_checkpoints
 from rsa_jax.models.sudoku import SudokuModel
-from rsa_jax.regularizers import r_e_multi, spec_biases, spec_matrices
+from rsa_jax.regularizers import r_e_multi, spec_biases, spec_matrices, value_output_products
 
 
 def penalties(attn: dict) -> dict:
@@ -43,8 +43,7 @@ def penalties(attn: dict) -> dict:
         if layout == "separate":
             out["sigma_max"] = sig
     r_e = float(r_e_multi(attn))
-    prods = np.einsum("hdv,hve->hde", np.asarray(attn["wv"], np.float64), np.asarray(attn["wo"], np.float64)) \
-        if "wo" in attn else np.asarray(attn["wv"], np.float64)
+    prods = np.asarray(value_output_products(attn), np.float64)
     out["r_e"] = r_e
     out["asymmetry"] = r_e / (2.0 * float(np.sum(prods ** 2)))
     return out

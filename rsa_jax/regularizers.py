@@ -342,7 +342,7 @@ def jacobian_penalty(step: Callable, params, xs: jnp.ndarray, c: jnp.ndarray, st
 
 # --- Energy penalties (the orthogonal parametrization lives in rsa_jax.attention) -------------------
 
-def _value_output_products(attn: dict) -> jnp.ndarray:
+def value_output_products(attn: dict) -> jnp.ndarray:
     """``(H, D, D)``: ``W^V_h W^O_h``; without ``wo`` (heads summed directly, D_V = D) ``W^O_h = I``."""
     wv = attn["wv"]
     if "wo" not in attn:
@@ -364,7 +364,7 @@ def r_e_single(attn: dict) -> jnp.ndarray:
     """
     if attn["wv"].shape[0] != 1:
         raise ValueError(f"R_E-single is defined for one head; wv has shape {attn['wv'].shape}")
-    return _asym_sq(_value_output_products(attn)[0])
+    return _asym_sq(value_output_products(attn)[0])
 
 
 def r_e_multi(attn: dict) -> jnp.ndarray:
@@ -373,7 +373,7 @@ def r_e_multi(attn: dict) -> jnp.ndarray:
     SPEC pairs it with orthogonal full ``W^V, W^O`` (see ``orthogonal``). Without ``wo``,
     ``W^O_h = I``.
     """
-    return _asym_sq(_value_output_products(attn))
+    return _asym_sq(value_output_products(attn))
 
 
 # --- Adapters for the Trainer hook ------------------------------------------------------------
