@@ -8,6 +8,7 @@ the paper (Fig. 5 regularizers, Fig. S.1 heads, Fig. 4 oscillator-wise RMSNorm) 
     python -m experiments.claims_runs status              # every planned model: shipped, parked at step k, ...
     XLA_FLAGS=--xla_force_host_platform_device_count=2 nohup python -m experiments.claims_runs train \\
         --budget 7200 > runs/claims_runs.log 2>&1 &       # the next unfinished models, within 2 h
+    # (`make claims BUDGET=7200` is the same, with tcmalloc preloaded where installed: ~1.3x faster steps)
     python -m experiments.claims_runs park                # unfinished runs -> pretrained/_resume/ (commit it)
     python -m experiments.claims_runs park --ship-partial # ... and ship their EMA weights now, marked partial
     python -m experiments.claims_runs select              # each lambda grid's pick on RRN valid
@@ -75,7 +76,8 @@ class Planned(NamedTuple):
 
 
 # In training order: after the central claim, the models that open a claims-table row (heads, R_E-single,
-# learned gamma) come before further members of a lambda grid whose row already has a verdict.
+# learned gamma) come before further members of a lambda grid whose row already has a verdict; the controls
+# last, the one for R_E-multi (whose row has a verdict) after the pair that tests why R_Spec fails here.
 PLAN = (
     Planned("sudoku-itrsa-cpu", "itrsa", claim="baseline (ItrSA with RMSNorm)"),
     Planned("sudoku-akorn-cpu", "akorn", claim="baseline (AKOrN)"),
@@ -109,9 +111,6 @@ PLAN = (
             claim="oscillator size (Fig. 4): AKOrN (Pi_N) at N = 16 loses test-time scaling"),
     Planned("sudoku-akorn-rms-n16-cpu", "akorn", model={"norm": "rmsnorm", "n": 16},
             claim="oscillator size (Fig. 4): oscillator-wise RMSNorm at N = 16 restores it"),
-    Planned("sudoku-itrsa-orthvo-cpu", "itrsa", model={"orthogonal_vo": "cayley"},
-            claim="control for R_E-multi: W^V, W^O orthogonal (Cayley) without the penalty, to tell which of the "
-                  "two slowed its learning"),
     # RMSNorm at nn.RMSNorm's scale (gain init sqrt(D) = sqrt(128): tokens of norm sqrt(D), not 1). At unit
     # tokens the trained ItrSA grows sigma_max(W^Q), sigma_max(W^K) to 29 and 16 for sharp attention, which
     # R_Spec (sigma_max -> 1) forbids (experiments.weight_penalties): does R_Spec still slow learning there?
@@ -120,6 +119,9 @@ PLAN = (
     Planned("sudoku-itrsa-rmsscale-spec-cpu", "itrsa", model={"gamma_init": 128 ** 0.5},
             train={"penalty": "spec", "penalty_lam": 1e-4},
             claim="R_Spec helps (Fig. 5) at nn.RMSNorm's scale (gamma_init sqrt(D)); the paper's ItrSA lambda"),
+    Planned("sudoku-itrsa-orthvo-cpu", "itrsa", model={"orthogonal_vo": "cayley"},
+            claim="control for R_E-multi: W^V, W^O orthogonal (Cayley) without the penalty, to tell which of the "
+                  "two slowed its learning"),
 )
 
 
