@@ -1,0 +1,22 @@
+"""Benchmark harness helpers that decide what is measured (never timings)."""
+
+from benchmarks import allocator_bench
+
+
+def test_find_preload_glibc_installed_and_missing(tmp_path, monkeypatch):
+    (tmp_path / "libb.so.4").write_bytes(b"")
+    (tmp_path / "liba.so.4").write_bytes(b"")
+    monkeypatch.setattr(allocator_bench, "ALLOCATORS", {
+        "glibc": (), "fake": (str(tmp_path / "nowhere" / "*.so.4"), str(tmp_path / "lib*.so.4")),
+        "absent": (str(tmp_path / "libz*.so"),)})
+    assert allocator_bench.find_preload("glibc") == ""          # nothing to preload
+    assert allocator_bench.find_preload("fake") == str(tmp_path / "liba.so.4")   # first pattern that matches
+    assert allocator_bench.find_preload("absent") is None         # not installed: skipped
+
+
+def test_summarize_pools_children_and_takes_the_median():
+    runs = [{"ms_all": [10.0, 30.0], "user_s_per_step": 1.0, "sys_s_per_step": 0.5, "minor_faults_per_step": 100},
+            {"ms_all": [20.0], "user_s_per_step": 3.0, "sys_s_per_step": 0.1, "minor_faults_per_step": 300}]
+    row = allocator_bench.summarize("akorn", "glibc", "", runs)
+    assert row["ms_per_step"] == 20.0 and row["preload"] is None
+    assert row["user_s_per_step"] == 2.0 and row["minor_faults_per_step"] == 200
