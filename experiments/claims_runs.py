@@ -40,6 +40,7 @@ import argparse
 import dataclasses
 import datetime
 import json
+import os
 import platform
 import shlex
 import shutil
@@ -51,7 +52,8 @@ from rsa_jax import pretrained
 from rsa_jax.runs import latest_step
 
 RESUME_DIR = "_resume"
-# One line per `train` invocation that trained a run ({"command", "date", "device", "start_step"}): it travels
+# One line per `train` invocation that trained a run ({"command", "date", "device", "start_step", "preload": the
+# LD_PRELOAD it ran under, e.g. tcmalloc, or None}): it travels
 # with a parked run and goes into the manifest (``invocations``), since a model may take several sessions.
 INVOCATIONS = "invocations.jsonl"
 # The long-horizon exponent beside the paper's T = 16 one: 512 steps from the state after 128 (the
@@ -349,7 +351,8 @@ def train_next(args) -> list:
         run.mkdir(parents=True, exist_ok=True)
         with open(run / INVOCATIONS, "a") as f:
             f.write(json.dumps({"command": command, "date": datetime.datetime.now().isoformat(timespec="seconds"),
-                                "device": _device(), "start_step": latest_step(run) or 0}) + "\n")
+                                "device": _device(), "start_step": latest_step(run) or 0,
+                                "preload": os.environ.get("LD_PRELOAD") or None}) + "\n")
         note = {}
         try:
             train(cfg, sudoku_task(cfg))

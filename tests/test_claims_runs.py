@@ -36,8 +36,9 @@ def setup(tmp_path, monkeypatch):
         yield tmp_path
 
 
-def test_train_ships_evaluates_parks_and_resumes(setup, capsys):
+def test_train_ships_evaluates_parks_and_resumes(setup, capsys, monkeypatch):
     tmp = setup
+    monkeypatch.setenv("LD_PRELOAD", "/nowhere/libfake.so")   # recorded, not loaded (read after start)
     runs = tmp / "runs"
     flags = ["--runs-dir", str(runs), "--out", str(tmp / "o"), "--steps", "2"]
     assert claims_runs.main(["status", *flags]) == {e.name: "not started" for e in PLAN}
@@ -51,7 +52,8 @@ def test_train_ships_evaluates_parks_and_resumes(setup, capsys):
     pe = m["pseudo_energy"]
     assert pe["t"] == [0, 2] and pe["contribution_start"] == pe["contribution"][0] and 0 < pe["contribution_max"] <= 1
     assert m["command"].startswith("python -m experiments.claims_runs train --only t-itrsa-spec ")
-    assert [(i["command"], i["start_step"]) for i in m["invocations"]] == [(m["command"], 0)]
+    assert [(i["command"], i["start_step"], i["preload"]) for i in m["invocations"]] == [
+        (m["command"], 0, "/nowhere/libfake.so")]
     model, cfg = pretrained.load("t-itrsa-spec")
     assert (cfg.penalty, cfg.penalty_lam, cfg.max_steps, model.config.kind) == ("spec", 1e-2, 2, "itrsa")
     # an unfinished run (a session ended) is parked, the run folder is lost, the next session restores it
