@@ -19,10 +19,11 @@ sudoku-ood:
 # a resume is exact only with the same count); `make claims-park` before the machine goes.
 # TCMALLOC: preloaded where the machine has it (Debian: `apt-get install libtcmalloc-minimal4`; `make
 # TCMALLOC=` turns it off). glibc malloc hands XLA's per-step buffers (>32 MB) back to the kernel and faults
-# them in again every step; tcmalloc keeps them (benchmarks/allocator_bench.py; RESULTS.md). Numerics unchanged.
+# them in again every step; tcmalloc keeps them (benchmarks/allocator_bench.py, which also says where the library
+# is looked for; RESULTS.md). Numerics unchanged.
 BUDGET ?= 7200
 HOST_DEVICES ?= 2
-TCMALLOC ?= $(firstword $(wildcard /usr/lib/*/libtcmalloc_minimal.so.4 /usr/lib/libtcmalloc_minimal.so.4))
+TCMALLOC ?= $(shell $(PYTHON) -c "from benchmarks.allocator_bench import find_preload; print(find_preload('tcmalloc') or '')")
 claims:
 	$(if $(TCMALLOC),LD_PRELOAD=$(TCMALLOC)) XLA_FLAGS=--xla_force_host_platform_device_count=$(HOST_DEVICES) $(PYTHON) -m experiments.claims_runs train --budget $(BUDGET)
 
