@@ -90,10 +90,12 @@ def plot(records: list):
             for i, r in enumerate(records):
                 if f"{key}_last" not in r or r[xkey] is None:
                     continue
-                color, last, best, x = f"C{i % 10}", 100 * r[f"{key}_last"], 100 * r[f"{key}_best"], r[xkey]
+                # ten colours, then a new marker shape: every model keeps its own (colour, marker)
+                color, marker = f"C{i % 10}", "os^Dv"[i // 10 % 5]
+                last, best, x = 100 * r[f"{key}_last"], 100 * r[f"{key}_best"], r[xkey]
                 ax.plot([x] * 2, [last, best], color=color, lw=1)
-                ax.plot(x, best, "o", mfc="none", color=color)
-                ax.plot(x, last, "o", color=color, label=f"{r['name']} (T_eval {r['t_last']})")
+                ax.plot(x, best, marker, mfc="none", color=color)
+                ax.plot(x, last, marker, color=color, label=f"{r['name']} (T_eval {r['t_last']})")
             ax.axvline(0.0, color="gray", lw=0.8)
             ax.set(xlabel=xlabel, ylabel=f"OOD (RRN test) {what} accuracy [%]",
                    title=f"max LE vs OOD {what} accuracy (filled: largest T_eval; hollow: best)")
