@@ -176,13 +176,15 @@ def collect(args, key: str, n: int, sets_fn) -> list:
 def run_checkpoints(given: list) -> tuple:
     """Gamma records of the trained models ``given`` (``[(label, model, train_config)]``), grouped by variant
     (kind and norm, ``oscillator_key``) and N, the chunk of their normalization (``state_chunk``: AKOrN's
-    ``n``, ItrSA's ``norm_n``; D for ItrSA's RMSNorm over the whole token), as their configs say.
+    ``n``, ItrSA's ``norm_n``; D for ItrSA's RMSNorm over the whole token), as their configs say. Models are
+    pooled as seeds of one row only when their model configs are equal but for N; a variant whose models
+    differ otherwise (e.g. in H) gets one group per config, its key followed by what sets it apart (``heads=2``).
 
     Returns:
       ``(results {group: {N: ...}}, skipped [{"checkpoint", "reason"}])``: models without an RMSNorm gamma are
       skipped.
     """
-    groups, skipped = {}, []
+    groups, configs, skipped = {}, {}, []
     for label, model, cfg in given:
         m = model.config
         if learned_gamma(model) is None:
@@ -193,13 +195,25 @@ def run_checkpoints(given: list) -> tuple:
         print(f"[{label}] N={norm_chunk(m)}: mean |gamma| {rec['gamma_abs_mean']:.4f}, max |gamma| "
               f"{rec['gamma_abs_max']:.4f}; RMS convention (/ sqrt(N)): max {rec['gamma_abs_max_rms']:.4f}, "
               f"init {rec['gamma_rms_init']:.4f}")
-        groups.setdefault(oscillator_key(m), {}).setdefault(str(norm_chunk(m)), []).append(rec)
+        conf = {f: v for f, v in dataclasses.asdict(m).items() if f not in ("d", "n", "norm_n")}  # N: the rows
+        variant = configs.setdefault(oscillator_key(m), [])
+        if conf not in variant:
+            variant.append(conf)
+        groups.setdefault((oscillator_key(m), variant.index(conf)), {}).setdefault(str(norm_chunk(m)), []).append(rec)
     if not groups:
         raise SystemExit("--checkpoints: none of the models has an RMSNorm gamma")
-    results = {key: {n: {"checkpoints": [r["checkpoint"] for r in recs], "seeds": recs, **summarize(recs)}
-                     for n, recs in sorted(per_n.items(), key=lambda kv: int(kv[0]))}
-               for key, per_n in groups.items()}
+    results = {_group_name(key, configs[key], i): {
+        n: {"checkpoints": [r["checkpoint"] for r in recs], "seeds": recs, **summarize(recs)}
+        for n, recs in sorted(per_n.items(), key=lambda kv: int(kv[0]))} for (key, i), per_n in groups.items()}
     return results, skipped
+
+
+def _group_name(key: str, confs: list, i: int) -> str:
+    """``key``, or for the ``i``-th of several configs of one variant, ``key`` and the fields that differ."""
+    if len(confs) == 1:
+        return key
+    fields = [f for f in confs[i] if len({str(c[f]) for c in confs}) > 1]
+    return f"{key} ({', '.join(f'{f}={confs[i][f]}' for f in fields) or f'config {i}'})"
 
 
 def model_name(key: str) -> str:

@@ -49,6 +49,24 @@ def test_gamma_record_rejects_models_without_gamma():
         gamma_table.gamma_record(model, 0, "somewhere", "loaded")
 
 
+def test_gamma_table_pools_only_equal_configs():
+    def given(label, heads, seed, n=4):
+        model = SudokuModel(ModelConfig(kind="itrsa", d=8, heads=heads, n=n, norm="rmsnorm", norm_n=n),
+                            rngs=nnx.Rngs(seed))
+        model.gamma[...] = np.full(8, 0.5 + seed + heads, np.float32)
+        return label, model, type("TrainConfig", (), {"seed": seed})()
+
+    results, skipped = gamma_table.run_checkpoints(
+        [given("h2s0", 2, 0), given("h2s1", 2, 1), given("h4s0", 4, 0), given("h2n8", 2, 0, n=8)])
+    assert skipped == [] and sorted(results) == ["itrsa (heads=2)", "itrsa (heads=4)"]
+    h2 = results["itrsa (heads=2)"]
+    assert h2["4"]["checkpoints"] == ["h2s0", "h2s1"] and h2["8"]["checkpoints"] == ["h2n8"]   # seeds; N: rows
+    assert h2["4"]["gamma_abs_max_mean"] == pytest.approx(3.0) and h2["4"]["gamma_abs_max_std"] > 0
+    assert results["itrsa (heads=4)"]["4"]["gamma_abs_max_mean"] == pytest.approx(4.5)
+    alone, _ = gamma_table.run_checkpoints([given("h2s0", 2, 0)])
+    assert list(alone) == ["itrsa"]
+
+
 def test_gamma_table_rejects_bad_n(tmp_path):
     with pytest.raises(SystemExit, match="divide D=8"):
         gamma_table.main(["--out", str(tmp_path), "--d", "8", "--ns", "4", "6"])
