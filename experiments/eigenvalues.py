@@ -43,7 +43,7 @@ from experiments.common import announce, make_parser, parse, print_table, save_f
 from experiments.sudoku_sweep import CHECKPOINT_HELP, load_checkpoint
 from rsa_jax.data.sudoku import load_or_generate, to_model_inputs
 from rsa_jax.dynamics import iterate
-from rsa_jax.jacobian import dense_jacobian, jacobian_eigenvalues, leading_eigenvalues
+from rsa_jax.jacobian import dense_jacobian, leading_eigenvalues
 from rsa_jax.models.sudoku import ModelConfig, SudokuModel
 
 
@@ -101,26 +101,22 @@ def main(argv=None):
         res = {"norm": model.config.norm, "checkpoint": ckpt, "d": int(x0.shape[-1]),
                "state_norm_mean": float(jnp.linalg.norm(x_t, axis=-1).mean())}
         compose = lambda x: iterate(f, x, args.T)
-        if args.krylov:
-            for part, g, at in (("step", f, x_t), ("composition", compose, x0))[:1 if args.no_composition else 2]:
+        for part, g, at in (("step", f, x_t), ("composition", compose, x0))[:1 if args.no_composition else 2]:
+            if args.krylov:
                 lead = leading_eigenvalues(g, at, args.k, krylov_dim=args.krylov)
                 res[part], res[part + "_residuals"] = lead.eigenvalues, lead.residuals
-        else:
-            res["step"] = jacobian_eigenvalues(f, x_t)
-        if not args.no_composition and not args.krylov:   # the dense composition
-            jt = np.asarray(dense_jacobian(compose, x0), np.float64)
-            ev = np.linalg.eigvals(jt)
-            res["composition"] = ev[np.argsort(-np.abs(ev), kind="stable")]
-            # eigenvalues below ~eps * ||J^(T)||_2 are rounding noise; in the plot's radius: ^(1/T)
-            res["noise_radius"] = float((np.finfo(dtype).eps * np.linalg.norm(jt, 2)) ** (1.0 / args.T))
-        for part in ("step", "composition"):
-            if part in res:
-                res[part + "_summary"] = summarize(res[part])
-                s = res[part + "_summary"]
-                if part + "_residuals" in res:
-                    s["max_residual"] = float(np.max(res[part + "_residuals"]))
-                rows.append([name, res["norm"], part, s["spectral_radius"], s["frac_outside_unit_circle"],
-                             s["frac_complex"], s.get("max_residual", "dense")])
+            else:
+                jac = np.asarray(dense_jacobian(g, at), np.float64)
+                ev = np.linalg.eigvals(jac)
+                res[part] = ev[np.argsort(-np.abs(ev), kind="stable")]
+                if part == "composition":
+                    # eigenvalues below ~eps * ||J^(T)||_2 are rounding noise; in the plot's radius: ^(1/T)
+                    res["noise_radius"] = float((np.finfo(dtype).eps * np.linalg.norm(jac, 2)) ** (1.0 / args.T))
+            s = res[part + "_summary"] = summarize(res[part])
+            if part + "_residuals" in res:
+                s["max_residual"] = float(np.max(res[part + "_residuals"]))
+            rows.append([name, res["norm"], part, s["spectral_radius"], s["frac_outside_unit_circle"],
+                         s["frac_complex"], s.get("max_residual", "dense")])
         res["seconds"] = time.perf_counter() - t0
         results[name] = res
     scope = f" (of {args.k} outermost)" if args.krylov else ""

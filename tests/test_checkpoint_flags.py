@@ -84,17 +84,23 @@ def test_lyapunov_and_eigenvalues(run_dir, tmp_path):
         lyapunov.main(["--out", str(tmp_path / "lw"), "--checkpoint", NAME, "--warmup", "-1"])
 
     eigenvalues.main(["--out", str(tmp_path / "ev"), "--float32", "--checkpoint", NAME, "--d", "8", "--heads", "2",
-                      "--T", "1", "--no-composition"])
+                      "--T", "2"])
     res = read(tmp_path / "ev" / "eigenvalues.json")["results"]
     assert res["normalized"]["checkpoint"] == NAME and res["unnormalized"]["checkpoint"] is None
     assert finite(res["normalized"]["step_summary"]["spectral_radius"], res["normalized"]["step"]["real"])
+    assert 0 < res["normalized"]["noise_radius"] < res["normalized"]["composition_summary"]["spectral_radius"]
+    eigenvalues.main(["--out", str(tmp_path / "ev1"), "--float32", "--checkpoint", NAME, "--d", "8", "--heads", "2",
+                      "--T", "2", "--no-composition"])
+    res1 = read(tmp_path / "ev1" / "eigenvalues.json")["results"]["normalized"]
+    assert "composition" not in res1 and res1["step"] == res["normalized"]["step"]
     # matrix-free: the outermost eigenvalues by Arnoldi, with residuals, agree with the dense eig
     eigenvalues.main(["--out", str(tmp_path / "evk"), "--float32", "--checkpoint", NAME, "--d", "8", "--heads", "2",
-                      "--T", "1", "--krylov", "60", "--k", "4"])
+                      "--T", "2", "--krylov", "60", "--k", "4"])
     resk = read(tmp_path / "evk" / "eigenvalues.json")["results"]["normalized"]
     assert len(resk["step"]["real"]) == 4 and len(resk["step_residuals"]) == 4 and "composition" in resk
-    dense_top = np.hypot(res["normalized"]["step"]["real"][0], res["normalized"]["step"]["imag"][0])
-    assert resk["step_summary"]["spectral_radius"] == pytest.approx(dense_top, rel=1e-3)
+    for part in ("step", "composition"):
+        dense_top = np.hypot(res["normalized"][part]["real"][0], res["normalized"][part]["imag"][0])
+        assert resk[part + "_summary"]["spectral_radius"] == pytest.approx(dense_top, rel=1e-3)
     assert resk["step_summary"]["max_residual"] == max(resk["step_residuals"])
 
 
