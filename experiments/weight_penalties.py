@@ -53,9 +53,8 @@ def record(label: str, model, cfg) -> dict:
     """The penalties of one trained model, of its initialization, and its training penalty."""
     init = SudokuModel(model.config, rngs=nnx.Rngs(cfg.seed))
     trained, at_init = penalties(model.pure_step()[1]["attn"]), penalties(init.pure_step()[1]["attn"])
-    lam = float(getattr(cfg, "penalty_lam", 0.0) or 0.0)
-    penalty = getattr(cfg, "penalty", "none")
-    value = {"spec": trained["r_spec_fused" if getattr(cfg, "spec_layout", "separate") == "fused" else "r_spec"],
+    lam, penalty = float(cfg.penalty_lam), cfg.penalty
+    value = {"spec": trained["r_spec_fused" if cfg.spec_layout == "fused" else "r_spec"],
              "e_single": trained["r_e"], "e_multi": trained["r_e"]}.get(penalty)
     return {"checkpoint": label, "heads": model.config.heads, "model_config": dataclasses.asdict(model.config),
             "penalty": penalty, "lam": lam, "lam_r": None if value is None else lam * value,
