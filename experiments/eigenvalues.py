@@ -2,7 +2,7 @@
 
 For one SATNet test puzzle (appendix B.4: "a randomly selected sample"), the Sudoku ItrSA is rolled
 out for ``--T`` steps from its initial state X0, and two dense Jacobians are eigen-decomposed
-(``rsa_jax.jacobian.jacobian_eigenvalues``, n = 81 D):
+(``rsa_jax.jacobian.dense_jacobian``, ``eigenvalues_by_modulus``; n = 81 D):
 
 * per step: ``J = d f / d X`` of one update ``f: X -> Norm(X + eta (C + MSA(X)))`` at the final state X_T;
 * composition: ``d f^T / d X0``. Its eigenvalues ``mu`` are drawn as ``|mu|^(1/T) exp(i arg mu)``
@@ -43,7 +43,7 @@ from experiments.common import announce, make_parser, parse, print_table, save_f
 from experiments.sudoku_sweep import CHECKPOINT_HELP, load_checkpoint
 from rsa_jax.data.sudoku import load_or_generate, to_model_inputs
 from rsa_jax.dynamics import iterate
-from rsa_jax.jacobian import dense_jacobian, leading_eigenvalues
+from rsa_jax.jacobian import dense_jacobian, eigenvalues_by_modulus, leading_eigenvalues
 from rsa_jax.models.sudoku import ModelConfig, SudokuModel
 
 
@@ -107,8 +107,7 @@ def main(argv=None):
                 res[part], res[part + "_residuals"] = lead.eigenvalues, lead.residuals
             else:
                 jac = np.asarray(dense_jacobian(g, at), np.float64)
-                ev = np.linalg.eigvals(jac)
-                res[part] = ev[np.argsort(-np.abs(ev), kind="stable")]
+                res[part] = eigenvalues_by_modulus(jac)
                 if part == "composition":
                     # eigenvalues below ~eps * ||J^(T)||_2 are rounding noise; in the plot's radius: ^(1/T)
                     res["noise_radius"] = float((np.finfo(dtype).eps * np.linalg.norm(jac, 2)) ** (1.0 / args.T))

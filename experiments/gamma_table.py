@@ -184,7 +184,7 @@ def run_checkpoints(given: list) -> tuple:
       ``(results {group: {N: ...}}, skipped [{"checkpoint", "reason"}])``: models without an RMSNorm gamma are
       skipped.
     """
-    groups, configs, skipped = {}, {}, []
+    groups, skipped = {}, []
     for label, model, cfg in given:
         m = model.config
         if learned_gamma(model) is None:
@@ -195,25 +195,21 @@ def run_checkpoints(given: list) -> tuple:
         print(f"[{label}] N={norm_chunk(m)}: mean |gamma| {rec['gamma_abs_mean']:.4f}, max |gamma| "
               f"{rec['gamma_abs_max']:.4f}; RMS convention (/ sqrt(N)): max {rec['gamma_abs_max_rms']:.4f}, "
               f"init {rec['gamma_rms_init']:.4f}")
-        conf = {f: v for f, v in dataclasses.asdict(m).items() if f not in ("d", "n", "norm_n")}  # N: the rows
-        variant = configs.setdefault(oscillator_key(m), [])
-        if conf not in variant:
-            variant.append(conf)
-        groups.setdefault((oscillator_key(m), variant.index(conf)), {}).setdefault(str(norm_chunk(m)), []).append(rec)
+        conf = tuple((f, v) for f, v in dataclasses.asdict(m).items() if f not in ("d", "n", "norm_n"))  # N: rows
+        groups.setdefault((oscillator_key(m), conf), {}).setdefault(str(norm_chunk(m)), []).append(rec)
     if not groups:
         raise SystemExit("--checkpoints: none of the models has an RMSNorm gamma")
-    results = {_group_name(key, configs[key], i): {
+    results = {_group_name(key, dict(conf), [dict(c) for k, c in groups if k == key]): {
         n: {"checkpoints": [r["checkpoint"] for r in recs], "seeds": recs, **summarize(recs)}
-        for n, recs in sorted(per_n.items(), key=lambda kv: int(kv[0]))} for (key, i), per_n in groups.items()}
+        for n, recs in sorted(per_n.items(), key=lambda kv: int(kv[0]))} for (key, conf), per_n in groups.items()}
     return results, skipped
 
 
-def _group_name(key: str, confs: list, i: int) -> str:
-    """``key``, or for the ``i``-th of several configs of one variant, ``key`` and the fields that differ."""
-    if len(confs) == 1:
-        return key
-    fields = [f for f in confs[i] if len({str(c[f]) for c in confs}) > 1]
-    return f"{key} ({', '.join(f'{f}={confs[i][f]}' for f in fields) or f'config {i}'})"
+def _group_name(key: str, conf: dict, confs: list) -> str:
+    """``key``, or where its variant has several configs ``confs``, ``key`` and the fields in which ``conf``
+    differs from another of them."""
+    fields = [f for f in conf if any(c[f] != conf[f] for c in confs)]
+    return f"{key} ({', '.join(f'{f}={conf[f]}' for f in fields)})" if fields else key
 
 
 def model_name(key: str) -> str:

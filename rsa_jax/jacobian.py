@@ -167,7 +167,18 @@ def jacobian_eigenvalues(f: Map, x: jnp.ndarray) -> np.ndarray:
     Returns:
       ``(n,)`` complex NumPy array, sorted by decreasing modulus.
     """
-    j = np.asarray(dense_jacobian(f, x), dtype=np.float64)
+    return eigenvalues_by_modulus(np.asarray(dense_jacobian(f, x), dtype=np.float64))
+
+
+def eigenvalues_by_modulus(j: np.ndarray) -> np.ndarray:
+    """Eigenvalues of a dense square matrix on the host (LAPACK ``geev``).
+
+    Args:
+      j: ``(n, n)`` NumPy array, e.g. a dense Jacobian in float64.
+
+    Returns:
+      ``(n,)`` complex NumPy array, sorted by decreasing modulus (stable for ties).
+    """
     ev = np.linalg.eigvals(j)
     return ev[np.argsort(-np.abs(ev), kind="stable")]
 
