@@ -254,26 +254,34 @@ def evaluate(entry: Planned, out: Path, eval_args: list) -> bool:
     at the CPU protocol's size 9 minutes with its QRs on both CPUs and nothing beside it, 37 with one
     OpenBLAS thread; the long-horizon max LE, ``LONG_LE``: under a minute to ~3), the
     pseudo-energy and contribution index along inference (``PSEUDO_ENERGY``: 4-21 minutes) of a
-    shipped model, and RRN valid curves for a member of a lambda grid, into its manifest; an error is
+    shipped model, and RRN valid curves for a member of a lambda grid, into its manifest, with the
+    wall-clock seconds of each part (``evaluation_seconds``); an error is
     printed (the model stays "shipped, not evaluated" and the next ``train`` retries) and gives False."""
     from experiments import lyapunov, pseudo_energy, sudoku_ood
+
+    def accuracy():
+        sudoku_ood.main(["--models", entry.kind, "--checkpoints", entry.name, "--out", str(out / "ood"), *eval_args])
+        pretrained.add_accuracy(entry.name, out / "ood" / "sudoku_ood.json")
+
+    def exponents():
+        lyapunov.main(["--checkpoint", entry.name, "--k", "32", "--paper-mean", "--chunk", "1296",  # ~2 GB, not ~5
+                       "--out", str(out / "lyapunov")])
+        pretrained.add_lyapunov(entry.name, out / "lyapunov" / "lyapunov.json")
+
+    def energy():
+        pseudo_energy.main(["--checkpoint", entry.name, *PSEUDO_ENERGY, "--out", str(out / "pseudo_energy")])
+        pretrained.add_pseudo_energy(entry.name, out / "pseudo_energy" / "pseudo_energy.json")
+
+    parts = {"accuracy": accuracy, "lyapunov": exponents,
+             "lyapunov_long": lambda: long_lyapunov(entry.name, out / "lyapunov_long"), "pseudo_energy": energy}
+    if entry.group:
+        parts["validation"] = lambda: validate(entry)
     try:
-        m = pretrained.manifest(entry.name)
-        if "accuracy" not in m:
-            sudoku_ood.main(["--models", entry.kind, "--checkpoints", entry.name, "--out", str(out / "ood"),
-                             *eval_args])
-            pretrained.add_accuracy(entry.name, out / "ood" / "sudoku_ood.json")
-        if "lyapunov" not in m:
-            lyapunov.main(["--checkpoint", entry.name, "--k", "32", "--paper-mean", "--chunk", "1296",  # ~2 GB, not ~5
-                           "--out", str(out / "lyapunov")])
-            pretrained.add_lyapunov(entry.name, out / "lyapunov" / "lyapunov.json")
-        if "lyapunov_long" not in m:
-            long_lyapunov(entry.name, out / "lyapunov_long")
-        if "pseudo_energy" not in m:
-            pseudo_energy.main(["--checkpoint", entry.name, *PSEUDO_ENERGY, "--out", str(out / "pseudo_energy")])
-            pretrained.add_pseudo_energy(entry.name, out / "pseudo_energy" / "pseudo_energy.json")
-        if entry.group and "validation" not in m:
-            validate(entry)
+        for key, run in parts.items():
+            if key not in pretrained.manifest(entry.name):
+                started = time.time()
+                run()
+                pretrained.add_evaluation_seconds(entry.name, key, time.time() - started)
         return True
     except Exception as e:   # noqa: BLE001 (one model's evaluation must not stop the queue)
         print(f"[{entry.name}] evaluation failed: {type(e).__name__}: {e}", flush=True)

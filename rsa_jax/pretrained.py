@@ -310,6 +310,13 @@ def add_validation(name: str, curves: dict) -> dict:
     return _update_manifest(name, "validation", {k: curves[k] for k in ("split", "steps", "board_acc", "cell_acc")})
 
 
+def add_evaluation_seconds(name: str, part: str, seconds: float) -> dict:
+    """Records that evaluation ``part`` (a manifest key, e.g. ``"lyapunov"``) of shipped model ``name``
+    took ``seconds`` of wall-clock time, in its manifest's ``evaluation_seconds``; returns the new manifest."""
+    timings = dict(manifest(name).get("evaluation_seconds", {}), **{part: round(float(seconds), 1)})
+    return _update_manifest(name, "evaluation_seconds", timings)
+
+
 def _update_manifest(name: str, key: str, value) -> dict:
     """Sets ``manifest[key] = value`` of shipped model ``name`` (file fields re-derived)."""
     m = {k: v for k, v in manifest(name).items() if k not in ("sha256", "bytes", "file")}

@@ -51,6 +51,8 @@ def test_train_ships_evaluates_parks_and_resumes(setup, capsys, monkeypatch):
     assert (m["lyapunov"]["T"], m["lyapunov_long"]["T"], m["lyapunov_long"]["warmup"]) == (16, 4, 3)
     pe = m["pseudo_energy"]
     assert pe["t"] == [0, 2] and pe["contribution_start"] == pe["contribution"][0] and 0 < pe["contribution_max"] <= 1
+    assert set(m["evaluation_seconds"]) == {"accuracy", "lyapunov", "lyapunov_long", "pseudo_energy"}
+    assert all(s > 0 for s in m["evaluation_seconds"].values())
     assert m["command"].startswith("python -m experiments.claims_runs train --only t-itrsa-spec ")
     assert [(i["command"], i["start_step"], i["preload"]) for i in m["invocations"]] == [
         (m["command"], 0, "/nowhere/libfake.so")]
