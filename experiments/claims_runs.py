@@ -79,7 +79,8 @@ class Planned(NamedTuple):
 
 # In training order: after the central claim, the models that open a claims-table row (heads, R_E-single,
 # learned gamma) come before further members of a lambda grid whose row already has a verdict; the controls
-# last, the one for R_E-multi (whose row has a verdict) after the pair that tests why R_Spec fails here.
+# last: a second AKOrN seed first (it bears on two rows), the one for R_E-multi (whose row has a verdict)
+# after the pair that tests why R_Spec fails here.
 PLAN = (
     Planned("sudoku-itrsa-cpu", "itrsa", claim="baseline (ItrSA with RMSNorm)"),
     Planned("sudoku-akorn-cpu", "akorn", claim="baseline (AKOrN)"),
@@ -113,6 +114,11 @@ PLAN = (
             claim="oscillator size (Fig. 4): AKOrN (Pi_N) at N = 16 loses test-time scaling"),
     Planned("sudoku-akorn-rms-n16-cpu", "akorn", model={"norm": "rmsnorm", "n": 16},
             claim="oscillator size (Fig. 4): oscillator-wise RMSNorm at N = 16 restores it"),
+    # Both AKOrN + R_Spec models (lambda 1e-5, 1e-6: a weighted penalty of ~1% and ~0.5% of the loss) follow
+    # the baseline to step ~1,800 and end ~10 points of cells below it: the penalty, or the spread between
+    # seeds of one protocol? A second baseline seed tells (and gives the N comparison of Fig. 4 a spread).
+    Planned("sudoku-akorn-seed1-cpu", "akorn", train={"seed": 1},
+            claim="control: the AKOrN baseline with another seed (seed-to-seed spread of the AKOrN rows)"),
     # RMSNorm at nn.RMSNorm's scale (gain init sqrt(D) = sqrt(128): tokens of norm sqrt(D), not 1). At unit
     # tokens the trained ItrSA grows sigma_max(W^Q), sigma_max(W^K) to 29 and 16 for sharp attention, which
     # R_Spec (sigma_max -> 1) forbids (experiments.weight_penalties): does R_Spec still slow learning there?
