@@ -61,6 +61,9 @@ INVOCATIONS = "invocations.jsonl"
 LONG_LE = ("--k", "4", "--T", "512", "--warmup", "128")
 # The pseudo-energy and contribution index along inference (sec. 6.3): 64 steps on 100 RRN test puzzles,
 # the index on the first one every 8 steps (Lanczos; at D = 128: 3.6 minutes alone, 7-21 beside a training run).
+# What the queue's evaluation writes into a shipped model's manifest, in order (``evaluate``); members of a
+# lambda grid also get "validation" (RRN valid curves).
+EVALUATION = ("accuracy", "lyapunov", "lyapunov_long", "pseudo_energy")
 PSEUDO_ENERGY = ("--steps", "64", "--puzzles", "100", "--contribution-every", "8", "--contribution-puzzles", "1",
                  "--contribution-method", "krylov")
 
@@ -199,7 +202,7 @@ def evaluated(entry: Planned) -> bool:
     (T = 16 and long-horizon) and contribution index along inference (and, for a member of a lambda
     grid, its RRN valid curves)."""
     m = pretrained.manifest(entry.name)
-    return (all(k in m for k in ("accuracy", "lyapunov", "lyapunov_long", "pseudo_energy"))
+    return (all(k in m for k in EVALUATION)
             and (not entry.group or "validation" in m))
 
 
@@ -278,8 +281,8 @@ def evaluate(entry: Planned, out: Path, eval_args: list) -> bool:
         pseudo_energy.main(["--checkpoint", entry.name, *PSEUDO_ENERGY, "--out", str(out / "pseudo_energy")])
         pretrained.add_pseudo_energy(entry.name, out / "pseudo_energy" / "pseudo_energy.json")
 
-    parts = {"accuracy": accuracy, "lyapunov": exponents,
-             "lyapunov_long": lambda: long_lyapunov(entry.name, out / "lyapunov_long"), "pseudo_energy": energy}
+    parts = dict(zip(EVALUATION, (accuracy, exponents, lambda: long_lyapunov(entry.name, out / "lyapunov_long"),
+                                  energy)))
     if entry.group:
         parts["validation"] = lambda: validate(entry)
     try:
