@@ -61,9 +61,12 @@ INVOCATIONS = "invocations.jsonl"
 LONG_LE = ("--k", "4", "--T", "512", "--warmup", "128")
 # The pseudo-energy and contribution index along inference (sec. 6.3): 64 steps on 100 RRN test puzzles,
 # the index on the first one every 8 steps (Lanczos; at D = 128: 3.6 minutes alone, 7-21 beside a training run).
+# SATNet test along the OOD T_eval grid (16 ... 1,024; `accuracy` reads ID only to 128, on all 1,000 puzzles):
+# (split, first n puzzles); one rollout of 1,024 steps, 1-3 minutes per model at D = 128 beside a training run.
+ID_LONG = ("satnet_test", 100)
 # What the queue's evaluation writes into a shipped model's manifest, in order (``evaluate``); members of a
 # lambda grid also get "validation" (RRN valid curves).
-EVALUATION = ("accuracy", "lyapunov", "lyapunov_long", "pseudo_energy")
+EVALUATION = ("accuracy", "id_long", "lyapunov", "lyapunov_long", "pseudo_energy")
 PSEUDO_ENERGY = ("--steps", "64", "--puzzles", "100", "--contribution-every", "8", "--contribution-puzzles", "1",
                  "--contribution-method", "krylov")
 
@@ -198,29 +201,36 @@ def finished(name: str) -> bool:
 
 
 def evaluated(entry: Planned) -> bool:
-    """Whether shipped model ``entry.name``'s manifest has its accuracy curves, Lyapunov exponents
-    (T = 16 and long-horizon) and contribution index along inference (and, for a member of a lambda
-    grid, its RRN valid curves)."""
+    """Whether shipped model ``entry.name``'s manifest has every part of ``EVALUATION`` (accuracy curves,
+    SATNet test to T_eval 1,024, Lyapunov exponents at T = 16 and long-horizon, contribution index along
+    inference) and, for a member of a lambda grid, its RRN valid curves."""
     m = pretrained.manifest(entry.name)
     return (all(k in m for k in EVALUATION)
             and (not entry.group or "validation" in m))
 
 
-def validate(entry: Planned, limit: int | None = 500, data_dir=None) -> dict:
-    """RRN valid board and cell accuracy of shipped model ``entry.name`` along the OOD T_eval grid
-    (``rsa_jax.configs.SUDOKU_EVAL_CPU``; first ``limit`` puzzles, None: all), into its manifest."""
+def curves(name: str, key: str, split: str, limit: int | None, data_dir=None) -> dict:
+    """Board and cell accuracy of shipped model ``name`` on the first ``limit`` puzzles (None: all) of
+    ``split`` along the OOD T_eval grid (``rsa_jax.configs.SUDOKU_EVAL_CPU``), into its manifest as ``key``.
+    The split is read from the data folder, never generated: numbers on stand-ins would mean nothing."""
     from rsa_jax.configs import SUDOKU_EVAL_CPU
     from rsa_jax.data.sudoku import load_split
     from rsa_jax.evaluate import evaluate_boards
-    model, _ = pretrained.load(entry.name)
-    valid = load_split("rrn_valid", data_dir, limit=limit)   # model selection on stand-ins would mean nothing
-    ev = evaluate_boards(model, valid, SUDOKU_EVAL_CPU.t_eval, batch_size=SUDOKU_EVAL_CPU.eval_batch_size)
-    curves = {"split": [valid.name, len(valid)], "steps": list(ev["steps"]),
-              "board_acc": [float(x) for x in ev["board_acc"]], "cell_acc": [float(x) for x in ev["cell_acc"]]}
-    pretrained.add_validation(entry.name, curves)
-    print(f"[{entry.name}] RRN valid ({len(valid)}): boards {curves['board_acc']}, cells "
-          f"{[round(c, 3) for c in curves['cell_acc']]} at T_eval {curves['steps']}", flush=True)
-    return curves
+    model, _ = pretrained.load(name)
+    puzzles = load_split(split, data_dir, limit=limit)
+    ev = evaluate_boards(model, puzzles, SUDOKU_EVAL_CPU.t_eval, batch_size=SUDOKU_EVAL_CPU.eval_batch_size)
+    rec = {"split": [puzzles.name, len(puzzles)], "steps": list(ev["steps"]),
+           "board_acc": [float(x) for x in ev["board_acc"]], "cell_acc": [float(x) for x in ev["cell_acc"]]}
+    pretrained.add_curves(name, key, rec)
+    print(f"[{name}] {split} ({len(puzzles)}): boards {rec['board_acc']}, cells "
+          f"{[round(c, 3) for c in rec['cell_acc']]} at T_eval {rec['steps']}", flush=True)
+    return rec
+
+
+def validate(entry: Planned, limit: int | None = 500, data_dir=None) -> dict:
+    """RRN valid curves of shipped model ``entry.name`` (``curves``: first ``limit`` puzzles), into its
+    manifest as ``validation``."""
+    return curves(entry.name, "validation", "rrn_valid", limit, data_dir)
 
 
 def select(entries, out: Path, limit: int | None = 500, criterion: str = "board_mean") -> dict:
@@ -259,9 +269,10 @@ def select(entries, out: Path, limit: int | None = 500, criterion: str = "board_
 
 
 def evaluate(entry: Planned, out: Path, eval_args: list) -> bool:
-    """ID / OOD curves and Lyapunov exponents (max LE from the leading 32, the paper's mean LE exactly:
-    at the CPU protocol's size 9 minutes with its QRs on both CPUs and nothing beside it, 37 with one
-    OpenBLAS thread; the long-horizon max LE, ``LONG_LE``: under a minute to ~3), the
+    """ID / OOD curves (and SATNet test to T_eval 1,024 on a few puzzles, ``ID_LONG``) and Lyapunov
+    exponents (max LE from the leading 32, the paper's mean LE exactly: at the CPU protocol's size 9
+    minutes with its QRs on both CPUs and nothing beside it, 37 with one OpenBLAS thread; the
+    long-horizon max LE, ``LONG_LE``: under a minute to ~3), the
     pseudo-energy and contribution index along inference (``PSEUDO_ENERGY``: 4-21 minutes) of a
     shipped model, and RRN valid curves for a member of a lambda grid, into its manifest, with the
     wall-clock seconds of each part (``evaluation_seconds``); an error is
@@ -281,8 +292,8 @@ def evaluate(entry: Planned, out: Path, eval_args: list) -> bool:
         pseudo_energy.main(["--checkpoint", entry.name, *PSEUDO_ENERGY, "--out", str(out / "pseudo_energy")])
         pretrained.add_pseudo_energy(entry.name, out / "pseudo_energy" / "pseudo_energy.json")
 
-    parts = dict(zip(EVALUATION, (accuracy, exponents, lambda: long_lyapunov(entry.name, out / "lyapunov_long"),
-                                  energy)))
+    parts = dict(zip(EVALUATION, (accuracy, lambda: curves(entry.name, "id_long", *ID_LONG), exponents,
+                                  lambda: long_lyapunov(entry.name, out / "lyapunov_long"), energy)))
     if entry.group:
         parts["validation"] = lambda: validate(entry)
     try:

@@ -298,16 +298,21 @@ def add_pseudo_energy(name: str, results) -> dict:
     return _update_manifest(name, "pseudo_energy", value)
 
 
-def add_validation(name: str, curves: dict) -> dict:
-    """Adds ``validation`` (model-selection curves, e.g. RRN valid board and cell accuracy along T_eval:
-    ``{"split": [name, n], "steps": [...], "board_acc": [...], "cell_acc": [...]}``) of shipped model
-    ``name`` to its manifest; returns the new manifest."""
+def add_curves(name: str, key: str, curves: dict) -> dict:
+    """Adds accuracy curves along T_eval of shipped model ``name`` to its manifest under ``key``
+    (``{"split": [name, n], "steps": [...], "board_acc": [...], "cell_acc": [...]}``); returns the new manifest."""
     missing = {"split", "steps", "board_acc", "cell_acc"} - set(curves)
     if missing:
-        raise PretrainedError(f"validation curves of {name} lack {sorted(missing)}")
+        raise PretrainedError(f"{key} curves of {name} lack {sorted(missing)}")
     if not len(curves["steps"]) == len(curves["board_acc"]) == len(curves["cell_acc"]):
-        raise PretrainedError(f"validation curves of {name}: steps, board_acc and cell_acc differ in length")
-    return _update_manifest(name, "validation", {k: curves[k] for k in ("split", "steps", "board_acc", "cell_acc")})
+        raise PretrainedError(f"{key} curves of {name}: steps, board_acc and cell_acc differ in length")
+    return _update_manifest(name, key, {k: curves[k] for k in ("split", "steps", "board_acc", "cell_acc")})
+
+
+def add_validation(name: str, curves: dict) -> dict:
+    """Adds ``validation`` (model-selection curves, e.g. RRN valid board and cell accuracy along T_eval;
+    ``add_curves``) of shipped model ``name`` to its manifest; returns the new manifest."""
+    return add_curves(name, "validation", curves)
 
 
 def add_evaluation_seconds(name: str, part: str, seconds: float) -> dict:

@@ -24,6 +24,18 @@ PLAN = (claims_runs.Planned("t-itrsa", "itrsa", claim="baseline"),
         claims_runs.Planned("t-akorn-h1", "akorn", model={"heads": 1}, claim="heads"))
 
 
+def _data_dir(folder, monkeypatch, **splits):
+    """A Sudoku data folder with ``splits`` ({name: number of generated puzzles}), checksummed, as the default."""
+    from rsa_jax.data import sudoku as S
+    folder.mkdir(exist_ok=True)
+    for i, (name, n) in enumerate(splits.items()):
+        puzzles = S.generate_puzzles(n, 30, seed=7 + i)
+        (folder / f"{name}.csv").write_text("".join("".join(map(str, p)) + "," + "".join(map(str, q)) + "\n"
+                                                    for p, q in zip(puzzles.puzzles, puzzles.solutions)))
+    (folder / "SHA256SUMS").write_text("".join(f"{S.sha256(folder / f'{name}.csv')}  {name}.csv\n" for name in splits))
+    monkeypatch.setenv(S.ENV_VAR, str(folder))
+
+
 @pytest.fixture()
 def setup(tmp_path, monkeypatch):
     monkeypatch.setenv(pretrained.ENV_DIR, str(tmp_path / "pre"))
@@ -39,6 +51,10 @@ def setup(tmp_path, monkeypatch):
 def test_train_ships_evaluates_parks_and_resumes(setup, capsys, monkeypatch):
     tmp = setup
     monkeypatch.setenv("LD_PRELOAD", "/nowhere/libfake.so")   # recorded, not loaded (read after start)
+    # ID_LONG reads a real split, never stand-ins: here a small file of its own (satnet_test is rows 9,000... of
+    # satnet.csv); the other splits are generated stand-ins
+    _data_dir(tmp / "data", monkeypatch, rrn_valid=3)
+    monkeypatch.setattr(claims_runs, "ID_LONG", ("rrn_valid", 2))
     runs = tmp / "runs"
     flags = ["--runs-dir", str(runs), "--out", str(tmp / "o"), "--steps", "2"]
     assert claims_runs.main(["status", *flags]) == {e.name: "not started" for e in PLAN}
@@ -51,7 +67,8 @@ def test_train_ships_evaluates_parks_and_resumes(setup, capsys, monkeypatch):
     assert (m["lyapunov"]["T"], m["lyapunov_long"]["T"], m["lyapunov_long"]["warmup"]) == (16, 4, 3)
     pe = m["pseudo_energy"]
     assert pe["t"] == [0, 2] and pe["contribution_start"] == pe["contribution"][0] and 0 < pe["contribution_max"] <= 1
-    assert set(m["evaluation_seconds"]) == {"accuracy", "lyapunov", "lyapunov_long", "pseudo_energy"}
+    assert m["id_long"]["split"] == ["rrn_valid", 2] and m["id_long"]["steps"] == [16, 32, 64, 128, 256, 512, 1024]
+    assert set(m["evaluation_seconds"]) == {"accuracy", "id_long", "lyapunov", "lyapunov_long", "pseudo_energy"}
     assert all(s > 0 for s in m["evaluation_seconds"].values())
     assert m["command"].startswith("python -m experiments.claims_runs train --only t-itrsa-spec ")
     assert [(i["command"], i["start_step"], i["preload"]) for i in m["invocations"]] == [
@@ -122,13 +139,7 @@ def test_select_picks_the_lambda_on_rrn_valid(setup, monkeypatch):
     from rsa_jax.data import sudoku as S
     from rsa_jax.evaluate import evaluate_boards
     tmp = setup
-    data = tmp / "data"
-    data.mkdir()
-    puzzles = S.generate_puzzles(5, 30, seed=7)
-    (data / "rrn_valid.csv").write_text("".join("".join(map(str, p)) + "," + "".join(map(str, q)) + "\n"
-                                                for p, q in zip(puzzles.puzzles, puzzles.solutions)))
-    (data / "SHA256SUMS").write_text(f"{S.sha256(data / 'rrn_valid.csv')}  rrn_valid.csv\n")
-    monkeypatch.setenv(S.ENV_VAR, str(data))
+    _data_dir(tmp / "data", monkeypatch, rrn_valid=5)
     grid = (claims_runs.Planned("g-small", "itrsa", train={"penalty": "spec", "penalty_lam": 1e-5}, group="g"),
             claims_runs.Planned("g-big", "itrsa", train={"penalty": "spec", "penalty_lam": 1e-3}, group="g"),
             claims_runs.Planned("g-later", "itrsa", train={"penalty": "spec", "penalty_lam": 1e-1}, group="g"),
@@ -136,9 +147,8 @@ def test_select_picks_the_lambda_on_rrn_valid(setup, monkeypatch):
     monkeypatch.setattr(claims_runs, "PLAN", grid)
     for i, e in enumerate(grid[:2] + grid[3:]):
         _ship(e.name, claims_runs.config(e, 1, tmp / "runs" / e.name, None), seed=i)
-        pretrained.write_manifest(pretrained.root() / e.name, {**pretrained.manifest(e.name), "accuracy": {},
-                                                               "lyapunov": {}, "lyapunov_long": {},
-                                                               "pseudo_energy": {}})
+        pretrained.write_manifest(pretrained.root() / e.name, {**pretrained.manifest(e.name),
+                                                               **{k: {} for k in claims_runs.EVALUATION}})
     # a grid member is evaluated only once it has RRN valid curves; a model outside a grid needs none
     assert not claims_runs.evaluated(grid[0]) and claims_runs.evaluated(grid[3])
     # g-big's curves are already there (better boards); g-small's are computed from the file
