@@ -12,13 +12,15 @@ the paper (Fig. 5 regularizers, Fig. S.1 heads, Fig. 4 oscillator-wise RMSNorm) 
     python -m experiments.claims_runs park                # unfinished runs -> pretrained/_resume/ (commit it)
     python -m experiments.claims_runs park --ship-partial # ... and ship their EMA weights now, marked partial
     python -m experiments.claims_runs select              # each lambda grid's pick on RRN valid
+    python -m experiments.claims_runs train --budget 0    # only the missing evaluation parts of shipped models
 
 ``train`` first evaluates shipped models whose evaluation is missing, then takes the planned models in
 order, skips shipped ones, restores a parked run when it is further along than ``runs/<name>``, trains
 (resuming exactly) until the model reaches ``--steps`` or the budget ends (``TrainConfig.time_budget``,
 minus ``--eval-reserve``), and a finished model is shipped (``pretrained/<name>``, manifest with the
 plan entry, device, date and every ``train`` invocation that trained it, ``invocations``), evaluated
-(``experiments.sudoku_ood``: ID / OOD curves) and given its Lyapunov exponents (``experiments.lyapunov
+(``experiments.sudoku_ood``: ID / OOD curves; SATNet test to T_eval 1,024 on a few puzzles, ``ID_LONG``)
+and given its Lyapunov exponents (``experiments.lyapunov
 --k 32``, and the long-horizon one, ``LONG_LE``) and its contribution index along inference
 (``experiments.pseudo_energy``, ``PSEUDO_ENERGY``), all written into the manifest. A parked run is ~3 MB
 (parameters, Adam moments, EMA); it is deleted once the model ships. A parked run resumed on another
