@@ -3,7 +3,7 @@ OUT ?= outputs
 FULL ?=
 ARGS ?=
 
-.PHONY: install test sudoku-ood claims bench figures gpu-run gpu-data clean
+.PHONY: install test sudoku-ood claims bench figures gpu-run clean
 
 install:
 	$(PYTHON) -m pip install -e ".[test]"
@@ -35,17 +35,10 @@ bench:
 	$(PYTHON) -m benchmarks.run_all --out $(OUT)/bench $(if $(FULL),--paper --precisions float32 tensorfloat32 bfloat16)
 	$(if $(FULL),,$(PYTHON) -m benchmarks.cpu_step_bench --out $(OUT)/bench/cpu_step.json)
 
-# The whole GPU part in one command of at most 9 minutes (experiments/gpu_run.py; --dry-run: tiny, on a CPU).
+# The whole GPU part in one command of at most 9 minutes (experiments/gpu_run.py; --dry-run: tiny, on a CPU);
+# the Sudoku data are the repository's own (data/sudoku, committed xz-compressed).
 gpu-run:
 	PYTHONUNBUFFERED=1 $(PYTHON) -m experiments.gpu_run --out $(OUT)/gpu_run $(ARGS)
-
-# Copies the Sudoku CSVs (~7.5 MB) into data/sudoku (git-ignored), where gpu-run finds them on a machine
-# that has only the repository (carry data/sudoku there).
-SUDOKU_DIR ?= $(or $(RSA_JAX_SUDOKU_DIR),../shared/data/sudoku)
-gpu-data:
-	mkdir -p data/sudoku
-	install -m 0644 $(addprefix $(SUDOKU_DIR)/,satnet.csv rrn_valid.csv rrn_test.csv SHA256SUMS) $(wildcard $(SUDOKU_DIR)/README.md) data/sudoku/
-	cd data/sudoku && sha256sum -c SHA256SUMS
 
 figures:
 	$(PYTHON) -m experiments.jacobian_tokens --out $(OUT)/jacobian_tokens

@@ -1,6 +1,5 @@
 """One prepared GPU run: the paper-size Sudoku results from one command under a wall-clock budget.
 
-    make gpu-data                                   # once, here: the Sudoku CSVs into data/sudoku (git-ignored)
     python3 -m experiments.gpu_run --out OUT        # on one H100/H200, at most --budget seconds (default 540)
     python3 -m experiments.gpu_run --dry-run        # the same code path at tiny sizes on a CPU (1-2 minutes)
 
@@ -61,8 +60,6 @@ from rsa_jax.tasks.sudoku import sudoku_task  # noqa: E402
 from rsa_jax.train import (TrainConfig, init_train_state, load_model, make_optimizer, make_train_step,  # noqa: E402
                            split_model, train)
 
-REPO = Path(__file__).resolve().parents[1]
-REPO_DATA = REPO / "data" / "sudoku"          # filled by `make gpu-data`, travels with `carry`
 KINDS = ("akorn", "itrsa")
 PHASES = ("bench", "train", "eval", "lyapunov")
 SHARES = {"bench": 0.14, "eval": 0.15, "lyapunov": 0.06, "write": 0.02}   # of --budget; train gets the rest
@@ -192,8 +189,9 @@ def environment(dry: bool) -> dict:
 
 
 def load_data(data_dir, S: Sizes, dry: bool) -> tuple[dict, dict]:
-    """``{train, id, ood}`` sets; the real run needs the real files, the dry run may use generated ones."""
-    d = Path(data_dir) if data_dir else REPO_DATA if (REPO_DATA / "satnet.csv").is_file() else default_data_dir()
+    """``{train, id, ood}`` sets from the Sudoku files committed in data/sudoku (or ``data_dir``); the dry run
+    takes the first few puzzles, or generated ones with ``--data-dir synthetic``."""
+    d = default_data_dir(data_dir)
     names = {"train": ("satnet_train", S.train_n), "id": ("satnet_test", S.id_n), "ood": ("rrn_test", S.ood_n)}
     sets = {}
     for i, (key, (name, n)) in enumerate(names.items()):
@@ -203,7 +201,8 @@ def load_data(data_dir, S: Sizes, dry: bool) -> tuple[dict, dict]:
             try:
                 sets[key] = load_split(name, d)
             except FileNotFoundError as e:
-                raise SystemExit(f"{e}\n  -> run `make gpu-data` here and carry data/sudoku (or pass --data-dir)")
+                raise SystemExit(f"{e}\n  -> the repository's data/sudoku (committed) must travel with it, "
+                                 "or pass --data-dir")
     return sets, {"dir": str(d), **{k: [s.name, len(s)] for k, s in sets.items()}}
 
 
@@ -477,8 +476,8 @@ def parse_args(argv=None):
     p.add_argument("--seeds", type=int, default=0, help="vmapped seeds per model (default 0: auto, from the bench)")
     p.add_argument("--train-precision", default="tensorfloat32", choices=("float32", "tensorfloat32"),
                    help="matmul precision of training and evaluation (default tensorfloat32)")
-    p.add_argument("--data-dir", default=None, help="Sudoku CSVs (default: data/sudoku in the repo if `make gpu-data` "
-                                                    "filled it, else $RSA_JAX_SUDOKU_DIR or ../shared/data/sudoku)")
+    p.add_argument("--data-dir", default=None, help="Sudoku files (default: $RSA_JAX_SUDOKU_DIR, else the repository's "
+                                                    "committed data/sudoku; `synthetic`: generated, --dry-run only)")
     p.add_argument("--work-dir", default=None, help="training runs, outside --out (default /tmp/rsa_jax_gpu_run[_dry])")
     p.add_argument("--fresh", action="store_true",
                    help="delete earlier runs in --work-dir (default: resume them; a second call continues training)")

@@ -46,8 +46,8 @@ def load_sets(data_dir: str | None, **limits: int | None) -> dict:
     """Loads the named splits, each cut to its limit.
 
     Args:
-      data_dir: Sudoku data directory (None: ``$RSA_JAX_SUDOKU_DIR`` or the shared folder);
-        generated stand-ins, with a warning, where files are missing.
+      data_dir: Sudoku data directory (None: ``$RSA_JAX_SUDOKU_DIR`` or the repository's data/sudoku;
+        ``"synthetic"``: generated stand-ins, with a loud warning).
       **limits: ``train``, ``id`` (SATNet test), ``ood`` (RRN test), ``valid`` (RRN valid) -> number
         of puzzles (None: all). Only the splits named are loaded.
 
@@ -177,7 +177,7 @@ def model_lyapunov(model, digits, given, *, T: int = 16, k: int | None = 16, swe
     if drop >= k:
         nan = float("nan")
         return {"max_le": nan, "mean_le": nan, "exponents": ex.tolist(), "num_null": num_null, "dropped": drop}
-    return {"max_le": float(max_lyapunov(ex, drop)), "mean_le": float(mean_lyapunov(ex, drop)),
+    return {"max_le": float(max_lyapunov(ex)), "mean_le": float(mean_lyapunov(ex, drop)),
             "exponents": ex.tolist(), "num_null": num_null, "dropped": drop}
 
 
@@ -224,8 +224,8 @@ def add_training_flags(parser, cpu: dict, full: dict, *, seeds: bool = True):
     both = lambda k, fmt=str: f"[cpu {fmt(cpu[k])}, full {fmt(full[k])}]"
     everything = lambda v: "all" if v is None else v
     parser.add_argument("--data-dir", default=None,
-                        help="Sudoku data directory (default: $RSA_JAX_SUDOKU_DIR, else ../shared/data/sudoku; "
-                             "generated stand-ins with a warning if missing)")
+                        help="Sudoku data directory (default: $RSA_JAX_SUDOKU_DIR, else the repository's data/sudoku; "
+                             "`synthetic`: generated stand-ins, with a warning)")
     if seeds:
         parser.add_argument("--seeds", nargs="+", type=int, default=None,
                             help=f"training seeds; several are trained at once with rsa_jax.multiseed {both('seeds')}")

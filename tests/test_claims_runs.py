@@ -25,14 +25,21 @@ PLAN = (claims_runs.Planned("t-itrsa", "itrsa", claim="baseline"),
 
 
 def _data_dir(folder, monkeypatch, **splits):
-    """A Sudoku data folder with ``splits`` ({name: number of generated puzzles}), checksummed, as the default."""
+    """A Sudoku data folder with ``splits`` ({name: number of generated puzzles}), checksummed, as the default;
+    the other files are the repository's committed ones (missing files are an error, not stand-ins)."""
+    import shutil
+
     from rsa_jax.data import sudoku as S
     folder.mkdir(exist_ok=True)
+    committed = [f for f in ("satnet.csv", "rrn_valid.csv", "rrn_test.csv") if f[:-4] not in splits]
+    for f in committed:
+        shutil.copy(S.REPO_DATA_DIR / f"{f}.xz", folder / f"{f}.xz")
     for i, (name, n) in enumerate(splits.items()):
         puzzles = S.generate_puzzles(n, 30, seed=7 + i)
         (folder / f"{name}.csv").write_text("".join("".join(map(str, p)) + "," + "".join(map(str, q)) + "\n"
                                                     for p, q in zip(puzzles.puzzles, puzzles.solutions)))
-    (folder / "SHA256SUMS").write_text("".join(f"{S.sha256(folder / f'{name}.csv')}  {name}.csv\n" for name in splits))
+    (folder / "SHA256SUMS").write_text("".join(f"{S.sha256(folder / f'{name}.csv')}  {name}.csv\n" for name in splits)
+                                       + "".join(f"{S.sha256(folder / f'{f}.xz')}  {f}.xz\n" for f in committed))
     monkeypatch.setenv(S.ENV_VAR, str(folder))
 
 
@@ -52,7 +59,7 @@ def test_train_ships_evaluates_parks_and_resumes(setup, capsys, monkeypatch):
     tmp = setup
     monkeypatch.setenv("LD_PRELOAD", "/nowhere/libfake.so")   # recorded, not loaded (read after start)
     # ID_LONG reads a real split, never stand-ins: here a small file of its own (satnet_test is rows 9,000... of
-    # satnet.csv); the other splits are generated stand-ins
+    # satnet.csv); the other splits are the committed files
     _data_dir(tmp / "data", monkeypatch, rrn_valid=3)
     monkeypatch.setattr(claims_runs, "ID_LONG", ("rrn_valid", 2))
     runs = tmp / "runs"

@@ -1,6 +1,7 @@
-"""Tests for rsa_jax.data.sudoku (real data when /work/shared/data/sudoku is present, else skipped)."""
+"""Tests for rsa_jax.data.sudoku, on the Sudoku sets committed in data/sudoku (xz) and on small files of their own."""
 import hashlib
-import warnings
+import lzma
+import shutil
 
 import numpy as np
 import pytest
@@ -8,14 +9,16 @@ import pytest
 from rsa_jax.data import sudoku as S
 
 SIZES = {"satnet_train": 9000, "satnet_test": 1000, "rrn_valid": 18000, "rrn_test": 18000}
+FILES = {"satnet.csv": 10000, "rrn_valid.csv": 18000, "rrn_test.csv": 18000}
+REPO_DATA = S.Path(__file__).resolve().parents[1] / "data" / "sudoku"
 
 
 @pytest.fixture(scope="module")
 def real_dir():
+    """The committed data: the default directory, never a folder beside the repository."""
     d = S.default_data_dir()
-    if not (d / "satnet.csv").is_file():
-        pytest.skip(f"real Sudoku data not found in {d}")
-    return d
+    assert d == REPO_DATA == S.REPO_DATA_DIR or "RSA_JAX_SUDOKU_DIR" in S.os.environ
+    return REPO_DATA
 
 
 @pytest.fixture(scope="module")
@@ -44,6 +47,61 @@ def _independent_valid(sol):
 
 
 # ----------------------------------------------------------------------------- real data
+def test_committed_files_and_checksums():
+    """data/sudoku holds the three sets xz-compressed with the sums of the .xz files and of the CSVs,
+    no uncompressed CSV; the sums agree with the files."""
+    assert sorted(p.name for p in REPO_DATA.iterdir() if p.suffix in (".csv", ".xz")) == sorted(
+        f"{f}.xz" for f in FILES)
+    sums = dict(reversed(line.split()) for line in (REPO_DATA / "SHA256SUMS").read_text().splitlines())
+    assert sorted(sums) == sorted([*FILES, *(f"{f}.xz" for f in FILES)])
+    for f, n in FILES.items():
+        raw = (REPO_DATA / f"{f}.xz").read_bytes()
+        assert hashlib.sha256(raw).hexdigest() == sums[f"{f}.xz"] == S.sha256(REPO_DATA / f"{f}.xz")
+        data = lzma.decompress(raw)
+        assert hashlib.sha256(data).hexdigest() == sums[f] and len(data) == 164 * n
+    assert "9,000" in (REPO_DATA / "README.md").read_text()
+
+
+def test_committed_folder_gives_all_puzzles():
+    """Loading from the committed folder (no other data anywhere): 10,000 / 18,000 / 18,000 puzzles."""
+    for f, n in FILES.items():
+        assert len(S.load_rrn_csv(REPO_DATA / f"{f}.xz")) == n
+        assert S.load_rrn_csv(REPO_DATA / f"{f}.xz").name == f[:-4]
+    got = {name: len(S.load_split(name, REPO_DATA)) for name in SIZES}
+    assert got == SIZES and got["satnet_train"] + got["satnet_test"] == 10000
+
+
+def test_corrupted_xz_is_refused(tmp_path):
+    """A changed byte in a committed .xz: the checksum refuses it, naming the file; unverified, lzma's
+    error becomes a SudokuFormatError naming the file."""
+    for f in ("rrn_test.csv.xz", "SHA256SUMS"):
+        shutil.copy(REPO_DATA / f, tmp_path / f)
+    raw = bytearray((tmp_path / "rrn_test.csv.xz").read_bytes())
+    raw[len(raw) // 2] ^= 0xFF
+    (tmp_path / "rrn_test.csv.xz").write_bytes(bytes(raw))
+    with pytest.raises(S.SudokuChecksumError, match=r"rrn_test.csv.xz.*corrupt"):
+        S.load_split("rrn_test", tmp_path)
+    with pytest.raises(S.SudokuFormatError, match="rrn_test.csv.xz: not a readable xz file"):
+        S.load_split("rrn_test", tmp_path, verify=False)
+    # an intact .xz whose decompressed bytes are not the listed CSV's is refused too
+    shutil.copy(REPO_DATA / "rrn_test.csv.xz", tmp_path / "rrn_test.csv.xz")
+    sums = (tmp_path / "SHA256SUMS").read_text()
+    (tmp_path / "SHA256SUMS").write_text(sums.replace(sums.split("\n")[-2].split()[0], "0" * 64))
+    with pytest.raises(S.SudokuChecksumError, match=r"rrn_test.csv.xz \(decompressed\)"):
+        S.load_split("rrn_test", tmp_path)
+
+
+def test_plain_csv_dir_and_xz_dir(small, tmp_path):
+    """A folder of plain CSVs still works; a .xz with only its CSV's sum listed is checked after decompression."""
+    path = _write(tmp_path / "rrn_valid.csv", _lines(small))
+    plain = S.load_split("rrn_valid", tmp_path)
+    (tmp_path / "xz").mkdir()
+    (tmp_path / "xz" / "rrn_valid.csv.xz").write_bytes(lzma.compress(path.read_bytes()))
+    shutil.copy(tmp_path / "SHA256SUMS", tmp_path / "xz" / "SHA256SUMS")
+    packed = S.load_split("rrn_valid", tmp_path / "xz")
+    np.testing.assert_array_equal(plain.puzzles, packed.puzzles)
+
+
 @pytest.mark.parametrize("name", list(SIZES))
 def test_real_split(real_dir, name):
     s = S.load_split(name)
@@ -63,7 +121,7 @@ def test_real_split(real_dir, name):
 
 
 def test_satnet_split_is_ordered(real_dir):
-    full = S.load_rrn_csv(real_dir / "satnet.csv")
+    full = S.load_rrn_csv(real_dir / "satnet.csv.xz")
     tr, te = S.load_split("satnet_train"), S.load_split("satnet_test")
     np.testing.assert_array_equal(full.puzzles[:9000], tr.puzzles)
     np.testing.assert_array_equal(full.solutions[9000:], te.solutions)
@@ -134,9 +192,10 @@ def test_missing_dir_and_file(tmp_path):
         S.load_split("satnet_train", data_dir=tmp_path / "nope")
     msg = str(e.value)
     for needle in ("RSA_JAX_SUDOKU_DIR", "--data-dir", "satnet.csv", "rrn_valid.csv", "rrn_test.csv",
-                   "sudoku.zip", "features.pt", "sudoku-hard.zip", "generate_puzzles", str(tmp_path / "nope")):
+                   "sudoku.zip", "features.pt", "sudoku-hard.zip", "generate_puzzles", str(tmp_path / "nope"),
+                   "git checkout data/sudoku", "--data-dir synthetic"):
         assert needle in msg
-    with pytest.raises(FileNotFoundError, match="rrn_valid.csv is missing"):
+    with pytest.raises(FileNotFoundError, match=r"rrn_valid.csv \(or rrn_valid.csv.xz\) is missing"):
         S.load_split("rrn_valid", data_dir=tmp_path)
     with pytest.raises(KeyError):
         S.load_split("bogus", data_dir=tmp_path)
@@ -186,7 +245,7 @@ def test_env_var_override(small, tmp_path, monkeypatch):
     s = S.load_split("rrn_test")
     np.testing.assert_array_equal(s.puzzles, small.puzzles)
     monkeypatch.delenv("RSA_JAX_SUDOKU_DIR")
-    assert S.default_data_dir().parts[-3:] == ("shared", "data", "sudoku")
+    assert S.default_data_dir() == REPO_DATA
 
 
 # ----------------------------------------------------------------------------- solver, generator
@@ -212,13 +271,19 @@ def test_generator(small):
     assert mixed.num_givens.tolist() == [36, 38, 36]
 
 
-def test_load_or_generate(tmp_path):
-    with pytest.warns(UserWarning, match="RSA_JAX_SUDOKU_DIR"):
-        s = S.load_or_generate("rrn_test", data_dir=tmp_path / "none", n_fallback=2, num_givens=40, seed=3)
+def test_load_or_generate(tmp_path, monkeypatch):
+    """Generated stand-ins only when asked for ("synthetic"), loudly; a missing file is an error."""
+    with pytest.warns(UserWarning, match="SYNTHETIC SUDOKU DATA.*NOT the benchmark"):
+        s = S.load_or_generate("rrn_test", data_dir="synthetic", n_fallback=2, num_givens=40, seed=3)
     assert len(s) == 2 and np.all(s.num_givens == 40) and s.name == "synthetic_rrn_test"
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        S.load_or_generate("satnet_test", data_dir=tmp_path / "none", n_fallback=1, num_givens=41, warn=False)
+    with pytest.raises(FileNotFoundError, match="rrn_test.csv"):
+        S.load_or_generate("rrn_test", data_dir=tmp_path / "none", n_fallback=2)
+    monkeypatch.setenv("RSA_JAX_SUDOKU_DIR", "synthetic")
+    with pytest.warns(UserWarning, match="SYNTHETIC"):
+        assert S.load_or_generate("satnet_test", n_fallback=1, num_givens=41).name == "synthetic_satnet_test"
+    monkeypatch.delenv("RSA_JAX_SUDOKU_DIR")
+    real = S.load_or_generate("satnet_test", limit=3)      # the default: the committed data, no warning
+    assert real.name == "satnet_test" and len(real) == 3
 
 
 # ----------------------------------------------------------------------------- model-facing

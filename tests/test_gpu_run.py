@@ -98,6 +98,17 @@ def test_refuses_to_run_without_gpu(tmp_path):
     assert rec["env"]["gpu_check"] == "failed" and "no GPU" in rec["error"] and not rec["train"]
 
 
+def test_data_come_from_the_repository(monkeypatch):
+    """Nothing copied, nothing beside the repository: the committed data/sudoku (what travels to a bare machine)."""
+    monkeypatch.delenv("RSA_JAX_SUDOKU_DIR", raising=False)
+    sets, rec = gpu_run.load_data(None, gpu_run.DRY, dry=False)
+    assert rec["dir"] == str(REPO / "data" / "sudoku")
+    assert {k: v for k, v in rec.items() if k != "dir"} == {
+        "train": ["satnet_train", 9000], "id": ["satnet_test", 1000], "ood": ["rrn_test", 18000]}
+    _, rec = gpu_run.load_data(None, gpu_run.DRY, dry=True)
+    assert rec["train"] == ["satnet_train", gpu_run.DRY.train_n] and rec["ood"] == ["rrn_test", gpu_run.DRY.ood_n]
+
+
 def test_budget_plan():
     clock = gpu_run.Clock(1000.0, gpu_run.PHASES)
     s = gpu_run.SHARES

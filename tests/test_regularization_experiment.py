@@ -1,6 +1,6 @@
 """Fig. 5 plumbing: the orthogonal W^V, W^O model option, lambda selection, and a tiny end-to-end run.
 
-Sudoku data come from the default data directory (generated stand-ins where it is missing).
+Sudoku data come from the default data directory (the repository's committed data/sudoku).
 """
 
 import json

@@ -7,7 +7,7 @@ Checks:
   * heads writes one entry per H with the full Lyapunov spectrum (81 D exponents), finite
     ``max_le >= mean_le``, accuracies in [0, 1], and rejects H that do not fit D (slow: two trainings).
 
-Sudoku data come from the default data directory (generated stand-ins where it is missing).
+Sudoku data come from the default data directory (the repository's committed data/sudoku).
 """
 
 import json

@@ -6,18 +6,24 @@ The puzzle generator and solver live in :mod:`rsa_jax.data.sudoku_generator`; ``
 Boards are flattened row-major to 81 cells. Puzzles hold digits 0..9 with 0 = blank,
 solutions hold digits 1..9. NumPy only (no jax, no torch).
 
-Files expected in the data directory (see :func:`default_data_dir`), each line
-``<81-char puzzle>,<81-char solution>``:
+Files in the data directory (see :func:`default_data_dir`; the repository ships them xz-compressed in
+``data/sudoku/``), each line ``<81-char puzzle>,<81-char solution>``; each may be a plain ``.csv`` or a
+``.csv.xz`` (read through the standard library's ``lzma``):
 
 * ``satnet.csv``    10,000 SATNet puzzles (31-42 givens); first 9,000 train, last 1,000 test.
 * ``rrn_valid.csv`` 18,000 RRN "sudoku-hard" validation puzzles (17-34 givens).
 * ``rrn_test.csv``  18,000 RRN "sudoku-hard" test puzzles (17-34 givens).
-* ``SHA256SUMS``    checksums (``sha256sum`` format), verified by :func:`load_split`.
+* ``SHA256SUMS``    checksums (``sha256sum`` format) of the files as stored and, for ``.xz`` files, of the
+  decompressed CSVs too; verified by :func:`load_split`.
+
+Generated stand-in puzzles are used only when asked for: ``data_dir="synthetic"`` (``--data-dir synthetic``,
+``RSA_JAX_SUDOKU_DIR=synthetic``) in :func:`load_or_generate`, with a loud warning.
 """
 from __future__ import annotations
 
 import dataclasses
 import hashlib
+import lzma
 import os
 import warnings
 from pathlib import Path
@@ -28,6 +34,10 @@ import numpy as np
 from rsa_jax.data.sudoku_generator import count_solutions, generate, solve  # noqa: F401  (re-exported)
 
 ENV_VAR = "RSA_JAX_SUDOKU_DIR"
+#: the Sudoku sets committed with the repository (xz-compressed, data/sudoku/README.md)
+REPO_DATA_DIR = Path(__file__).resolve().parents[2] / "data" / "sudoku"
+#: the data directory that asks :func:`load_or_generate` for generated stand-in puzzles
+SYNTHETIC = "synthetic"
 #: split name -> (file name, row slice)
 SPLITS = {
     "satnet_train": ("satnet.csv", slice(0, 9000)),
@@ -48,13 +58,12 @@ class SudokuChecksumError(ValueError):
 
 
 def default_data_dir(data_dir: Union[str, os.PathLike, None] = None) -> Path:
-    """Resolve the data dir: explicit arg > ``$RSA_JAX_SUDOKU_DIR`` > ``<repo>/../shared/data/sudoku``."""
+    """Resolve the data dir: explicit arg > ``$RSA_JAX_SUDOKU_DIR`` > the repository's ``data/sudoku``."""
     if data_dir is not None:
         return Path(data_dir)
     if os.environ.get(ENV_VAR):
         return Path(os.environ[ENV_VAR])
-    repo_root = Path(__file__).resolve().parents[2]  # parent of the rsa_jax package dir
-    return repo_root.parent / "shared" / "data" / "sudoku"
+    return REPO_DATA_DIR
 
 
 @dataclasses.dataclass(frozen=True)
@@ -170,42 +179,64 @@ def sha256(path) -> str:
     return h.hexdigest()
 
 
-def _verify(path: Path) -> None:
+def _decompress(raw: bytes, path: Path) -> bytes:
+    try:
+        return lzma.decompress(raw)
+    except lzma.LZMAError as e:
+        raise SudokuFormatError(f"{path}: not a readable xz file ({e}); the file is corrupt or truncated "
+                                f"(in the repository: `git checkout {path.name}` restores it)") from e
+
+
+def _read(path: Path, verify: bool) -> bytes:
+    """The CSV bytes of ``path`` (a ``.xz`` decompressed), checked against ``SHA256SUMS`` beside it when
+    ``verify``: the file as stored, then (for ``.xz``) the decompressed bytes, where listed. Cached per
+    path + mtime + size."""
+    xz = path.suffix == ".xz"
     st = path.stat()
     key = (str(path.resolve()), st.st_mtime_ns, st.st_size)
-    if key in _VERIFIED:
-        return
+    if not verify or key in _VERIFIED:
+        return _decompress(path.read_bytes(), path) if xz else path.read_bytes()
     sums_path = path.parent / "SHA256SUMS"
     if not sums_path.exists():
         warnings.warn(f"{sums_path} not found; {path.name} not verified (pass verify=False to silence)")
-        return
+        return _decompress(path.read_bytes(), path) if xz else path.read_bytes()
     sums = {}
     for line in sums_path.read_text().splitlines():
         if line.strip():
             digest, fname = line.split(None, 1)
             sums[fname.strip().lstrip("*")] = digest.lower()
-    if path.name not in sums:
+    csv_name = path.name[:-3] if xz else path.name
+    if path.name not in sums and csv_name not in sums:
         warnings.warn(f"{path.name} is not listed in {sums_path}; not verified")
-        return
-    got = sha256(path)
-    if got != sums[path.name]:
-        raise SudokuChecksumError(
-            f"checksum mismatch for {path}: SHA256 {got}, expected {sums[path.name]} "
-            f"(from {sums_path}). The file is corrupt or not the expected version."
-        )
+        return _decompress(path.read_bytes(), path) if xz else path.read_bytes()
+
+    def check(name, got, what):
+        if name in sums and got != sums[name]:
+            raise SudokuChecksumError(
+                f"checksum mismatch for {what}: SHA256 {got}, expected {sums[name]} (from {sums_path}). "
+                "The file is corrupt or not the expected version; refusing to read it.")
+
+    check(path.name, sha256(path), path)
+    data = path.read_bytes()
+    if xz:
+        data = _decompress(data, path)
+        check(csv_name, hashlib.sha256(data).hexdigest(), f"{path} (decompressed)")
     _VERIFIED[key] = True
+    return data
 
 
 def _missing_message(data_dir: Path, what: str) -> str:
     return "\n".join([
         f"Sudoku data not found: {what}",
         f"  looked in: {data_dir}",
-        f"  set the directory with the env var {ENV_VAR}=/path/to/sudoku or the --data-dir flag.",
-        "  expected files: satnet.csv (10,000 lines), rrn_valid.csv, rrn_test.csv (18,000 lines each),",
-        "  SHA256SUMS; each line '<81-char puzzle, 0=blank>,<81-char solution>'.",
+        f"  the repository ships the three sets xz-compressed in {REPO_DATA_DIR} (the default; a checkout",
+        "  that lacks them: `git checkout data/sudoku`); another directory: the env var",
+        f"  {ENV_VAR}=/path/to/sudoku or the --data-dir flag.",
+        "  expected files: satnet.csv (10,000 lines), rrn_valid.csv, rrn_test.csv (18,000 lines each), each",
+        "  plain or .csv.xz, and SHA256SUMS; each line '<81-char puzzle, 0=blank>,<81-char solution>'.",
         "  originals: SATNet's sudoku.zip (features.pt / labels.pt one-hot tensors; export to .npy and",
         "  read with load_satnet_numpy) and RRN's sudoku-hard.zip (train/valid/test.csv; load_rrn_csv).",
-        "  stand-in: rsa_jax.data.sudoku.generate_puzzles, or load_or_generate (the 'synthetic' fallback).",
+        f"  generated stand-ins (not the benchmark): --data-dir {SYNTHETIC} (load_or_generate) or generate_puzzles.",
     ])
 
 
@@ -214,7 +245,8 @@ def load_split(name: str, data_dir=None, verify: bool = True, limit: Optional[in
 
     Args:
         name: split name, a key of ``SPLITS``.
-        data_dir: directory with the CSVs (default: :func:`default_data_dir`).
+        data_dir: directory with the CSVs, plain or ``.csv.xz`` (a plain one is read first; default:
+            :func:`default_data_dir`, the repository's ``data/sudoku``).
         verify: check SHA256 against ``SHA256SUMS`` (cached per path + mtime).
         limit: keep only the first ``limit`` rows of the split.
 
@@ -222,21 +254,19 @@ def load_split(name: str, data_dir=None, verify: bool = True, limit: Optional[in
         SudokuSet with (n, 81) uint8 puzzles and solutions.
 
     Raises:
-        FileNotFoundError: data dir or file missing. SudokuFormatError: malformed line.
+        FileNotFoundError: data dir or file missing. SudokuFormatError: malformed line, unreadable xz.
         SudokuChecksumError: checksum mismatch.
     """
     if name not in SPLITS:
         raise KeyError(f"unknown Sudoku split {name!r}; choose from {sorted(SPLITS)}")
     fname, rows = SPLITS[name]
     d = default_data_dir(data_dir)
-    path = d / fname
     if not d.is_dir():
         raise FileNotFoundError(_missing_message(d, f"directory {d} does not exist"))
-    if not path.is_file():
-        raise FileNotFoundError(_missing_message(d, f"file {fname} is missing"))
-    if verify:
-        _verify(path)
-    puz, sol = _parse_bytes(path.read_bytes(), str(path))
+    path = next((p for p in (d / fname, d / f"{fname}.xz") if p.is_file()), None)
+    if path is None:
+        raise FileNotFoundError(_missing_message(d, f"file {fname} (or {fname}.xz) is missing"))
+    puz, sol = _parse_bytes(_read(path, verify), str(path))
     s = SudokuSet(puz[rows], sol[rows], name)
     return s.subset(slice(0, limit)) if limit is not None else s
 
@@ -245,10 +275,11 @@ def load_rrn_csv(path, name: Optional[str] = None) -> SudokuSet:
     """Load an RRN ``sudoku-hard`` CSV (``train/valid/test.csv`` from ``sudoku-hard.zip``).
 
     Lines are ``<81-char puzzle>,<81-char solution>``; blanks may be ``0`` or ``.``; a header line
-    (e.g. ``quizzes,solutions``) is skipped if present.
+    (e.g. ``quizzes,solutions``) is skipped if present. A ``.xz`` file is decompressed (not verified).
     """
     path = Path(path)
-    return SudokuSet(*_parse_bytes(path.read_bytes(), str(path)), name or path.stem)
+    stem = Path(path.stem).stem if path.suffix == ".xz" else path.stem
+    return SudokuSet(*_parse_bytes(_read(path, verify=False), str(path)), name or stem)
 
 
 def _load_array(path: Path) -> np.ndarray:
@@ -304,21 +335,26 @@ def generate_puzzles(n: int, num_givens: Union[int, Sequence[int]], seed: int = 
 
 def load_or_generate(name: str, data_dir=None, n_fallback: int = 200, num_givens=None, seed: int = 0,
                      warn: bool = True, **kwargs) -> SudokuSet:
-    """Load split ``name`` if its file exists, else warn and generate ``n_fallback`` stand-in puzzles.
+    """Split ``name`` from the data directory, or, only where that directory is ``"synthetic"``
+    (:data:`SYNTHETIC`: ``--data-dir synthetic`` or ``RSA_JAX_SUDOKU_DIR=synthetic``), ``n_fallback``
+    generated stand-in puzzles, with a loud warning (``warn=False`` silences it).
 
-    Default stand-in givens: 31-42 (cycled) for ``satnet_*``; for ``rrn_*`` 24-34 cycled (17-34 is the
-    real range, but greedy removal cannot reach below ~22 givens in reasonable time).
-    ``kwargs`` go to :func:`load_split` (``verify``, ``limit``).
+    Missing files are an error (:func:`load_split`'s ``FileNotFoundError``), never a silent switch to
+    generated puzzles: numbers on stand-ins are not the benchmark's. Default stand-in givens: 31-42
+    (cycled) for ``satnet_*``; for ``rrn_*`` 24-34 cycled (17-34 is the real range, but greedy removal
+    cannot reach below ~22 givens in reasonable time). ``kwargs`` go to :func:`load_split` (``verify``,
+    ``limit``).
     """
-    try:
+    if str(default_data_dir(data_dir)) != SYNTHETIC:
         return load_split(name, data_dir, **kwargs)
-    except FileNotFoundError as e:
-        if num_givens is None:
-            num_givens = range(31, 43) if name.startswith("satnet") else range(24, 35)
-        if warn:
-            warnings.warn(f"{e}\n  -> using {n_fallback} generated puzzles instead of {name!r}", stacklevel=2)
-        s = generate_puzzles(n_fallback, num_givens, seed)
-        return SudokuSet(s.puzzles, s.solutions, f"synthetic_{name}")
+    if num_givens is None:
+        num_givens = range(31, 43) if name.startswith("satnet") else range(24, 35)
+    if warn:
+        warnings.warn(f"SYNTHETIC SUDOKU DATA: {n_fallback} puzzles from the built-in generator stand in for "
+                      f"{name!r} (data directory {SYNTHETIC!r}); the numbers are NOT the benchmark's "
+                      f"(the real sets: the repository's data/sudoku, or {ENV_VAR} / --data-dir)", stacklevel=2)
+    s = generate_puzzles(n_fallback, num_givens, seed)
+    return SudokuSet(s.puzzles, s.solutions, f"synthetic_{name}")
 
 
 # ----------------------------------------------------------------------------- model-facing

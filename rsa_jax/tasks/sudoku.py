@@ -4,8 +4,8 @@
     model, history = train(cfg, sudoku_task(cfg))
 
 Data come from :mod:`rsa_jax.data.sudoku`: ``cfg.data_dir``, else ``$RSA_JAX_SUDOKU_DIR``, else the
-shared data directory; if the files are missing, generated stand-in puzzles are used with a warning
-(so a fresh machine still runs). The data order of epoch ``e`` is the permutation fixed by
+repository's committed ``data/sudoku``; missing files are an error, and generated stand-in puzzles are
+used only with ``--data-dir synthetic`` (with a loud warning). The data order of epoch ``e`` is the permutation fixed by
 ``(cfg.seed, e)`` (``batch_iterator``), which makes resumed runs exact.
 
 The command line trains a model (every :class:`~rsa_jax.train.TrainConfig` field is a flag; ``--seeds``
