@@ -245,7 +245,7 @@ def lyapunov_sweep(model, images, args, dtype) -> list:
         params = modified_params(base, eta, wv, wo)
         t0 = time.perf_counter()
         ex = np.asarray(spectra(step, params, scale * x0, c, T=args.le_t, k=args.le_k, sweeps=args.le_sweeps))
-        mx, mn = np.asarray(max_lyapunov(ex, num_null)), np.asarray(mean_lyapunov(ex, num_null))
+        mx, mn = np.asarray(max_lyapunov(ex)), np.asarray(mean_lyapunov(ex, num_null))
         out.append({"scale": scale, "eta": float(params["eta"]), "wv_norm": wv, "wo_norm": wo, "T": args.le_t,
                     "num_null": num_null, "M": ex.shape[-1] - num_null, "max_le": float(mx.mean()),
                     "mean_le": float(mn.mean()), "max_le_per_sample": mx, "mean_le_per_sample": mn,

@@ -178,7 +178,7 @@ def main(argv=None):
             t0 = time.perf_counter()
             start = advance(step, params, c, scale * x0, steps=warm) if warm else scale * x0
             ex = spectra(step, params, c, start, T=T, k=args.k, sweeps=args.sweeps)
-            mx, mn = np.asarray(max_lyapunov(ex, num_null)), np.asarray(mean_lyapunov(ex, num_null))
+            mx, mn = np.asarray(max_lyapunov(ex)), np.asarray(mean_lyapunov(ex, num_null))
             rec = {"model": label, "checkpoint": ckpt, "heads": int(params["attn"]["wq"].shape[0]), "scale": scale,
                    "eta": float(params["eta"]), "eta_overridden": eta is not None, "wv_norm": wv, "wo_norm": wo,
                    "T": T, "warmup": warm, "num_null": num_null,

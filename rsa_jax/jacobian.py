@@ -8,6 +8,7 @@ with token-major blocks, matching the block-diagonal formulas of Lemmas A.2/A.3.
 
 from __future__ import annotations
 
+import operator
 from typing import Callable, NamedTuple
 
 import jax
@@ -18,6 +19,30 @@ from jax import lax
 from rsa_jax.ops import _chunks, chunk_norm
 
 Map = Callable[[jnp.ndarray], jnp.ndarray]
+
+
+def static_int(value, name: str) -> int:
+    """``value`` as a Python int, or a ``TypeError`` naming ``name`` (e.g. a traced ``T`` under jit)."""
+    if isinstance(value, jax.core.Tracer):
+        raise TypeError(f"{name} must be a static Python int, not a traced array: under jax.jit pass it through "
+                        f"static_argnames=({name!r},) or close over it")
+    try:
+        return operator.index(value)
+    except TypeError:
+        raise TypeError(f"{name} must be an int; got {type(value).__name__} {value!r}") from None
+
+
+def check_state_map(f: Map, x: jnp.ndarray, name: str = "f") -> None:
+    """Raises a ``ValueError`` naming ``name`` unless ``f`` maps ``x``'s shape and dtype to themselves.
+
+    The Lyapunov and eigenvalue tools need a state update ``x -> x`` (a square Jacobian); a map that
+    changes the shape would otherwise fail deep inside a reshape or ``lax.scan``.
+    """
+    out = jax.eval_shape(f, x)
+    if not hasattr(out, "shape") or out.shape != x.shape or out.dtype != x.dtype:
+        got = f"{out.dtype}{tuple(out.shape)}" if hasattr(out, "shape") else type(out).__name__
+        raise ValueError(f"{name} must map the state to one of the same shape and dtype (an update x -> x), "
+                         f"{x.dtype}{tuple(x.shape)} here; {name}(x) is {got}")
 
 
 def dense_jacobian(f: Map, x: jnp.ndarray, chunk: int | None = None) -> jnp.ndarray:
@@ -167,6 +192,7 @@ def jacobian_eigenvalues(f: Map, x: jnp.ndarray) -> np.ndarray:
     Returns:
       ``(n,)`` complex NumPy array, sorted by decreasing modulus.
     """
+    check_state_map(f, x)
     return eigenvalues_by_modulus(np.asarray(dense_jacobian(f, x), dtype=np.float64))
 
 
@@ -270,6 +296,7 @@ def leading_eigenvalues(f: Map, x: jnp.ndarray, k: int, *, krylov_dim: int | Non
       >>> [round(float(e.real), 4) for e in res.eigenvalues]
       [40.0, 39.0]
     """
+    check_state_map(f, x)
     n = x.size
     m = min(max(3 * k, 20), n - 1) if krylov_dim is None else krylov_dim
     if not 0 < k <= m < n:

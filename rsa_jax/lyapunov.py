@@ -1,53 +1,49 @@
 """Lyapunov exponents of the T-fold composition of a pure map ``f: x -> x`` (appendix B.3).
 
-Definition (B.3, eqs. 89-90): with ``J^(T) = d f^T(x0) / d x0`` and ``alpha_i`` the eigenvalues of
-``J^(T)T J^(T)``,
+Definition (appendix B.3, eqs. 89-90): with ``J^(T) = d f^T(x0) / d x0`` and ``alpha_i`` the
+eigenvalues of ``J^(T)T J^(T)``,
 
     lambda_i = (1 / 2T) ln alpha_i = (1 / T) ln sigma_i(J^(T)),
 
 i.e. finite-time exponents at horizon T (the paper uses T = 16 and one sample). ``x`` may have any
 shape; it is flattened row-major to ``n = x.size`` coordinates.
 
-Two estimators of the spectrum, and one of its non-null sum (the paper's mean LE):
+Estimators:
 
-* ``lyapunov_spectrum``: the Benettin QR method. ``k`` tangent vectors are pushed through
-  ``jax.linearize(f, x_t)`` (vmapped over the columns, the dense Jacobian is never formed) and
-  re-orthonormalized by QR; ``lambda_i`` is the time average of ``ln |R_ii|``. Memory ``O(n k)``.
-  With ``sweeps = 0`` this is the classical estimator, which converges to the same limit as
-  ``T -> inf`` but at finite T gives the growth rates of nested volumes of ``J^(T) Q0``, not its
-  singular values (only the sum of the full spectrum, ``ln|det J^(T)| / T``, agrees exactly).
-  With ``sweeps > 0`` the start ``Q0`` is first refined: a forward pass gives
-  ``J^(T) Q0 = Q_T B`` (``B`` the product of the R factors) and ``Q0`` is rotated onto the right
-  singular vectors of ``B`` (Rayleigh-Ritz); further sweeps first replace ``span Q0`` by
-  ``span J^(T)T J^(T) Q0`` with a backward (vjp) pass (subspace iteration, QR at every step, so
-  nothing over- or underflows). After the rotation ``J^(T) Q0`` has orthogonal columns, so the
-  measuring pass's accumulated ``|R_ii|`` are the singular values themselves, summed in log
-  space. For the full spectrum one sweep reproduces the B.3 definition (up to the SVD accuracy
-  of ``B``: directions with ``sigma_i < eps sigma_1`` keep nested-volume values); for leading
-  ``k`` the error decays like ``(sigma_{k+1} / sigma_i)^(2 sweeps)``.
-* ``lyapunov_exact``: the definition itself, from the dense Jacobian of the composition
-  (``O(n^2)`` memory, small systems only). It resolves only exponents within about
-  ``ln(1 / null_rtol) / T`` of the largest (the SVD's absolute accuracy is ``eps * sigma_1``).
+* ``lyapunov_spectrum`` (default ``method="svd"``): **the B.3 definition**, matrix-free: ``k``
+  tangent columns pushed by ``jax.linearize`` (QR after every step, so nothing over- or underflows),
+  Rayleigh-Ritz on ``J^(T) Q0 = Q_T B`` and, for ``k < n``, subspace iteration on
+  ``J^(T)T J^(T)`` (backward vjp passes) until the exponents change by less than ``tol``
+  (``LyapunovResult.residual``, ``converged``; a ``LyapunovWarning`` if ``max_sweeps`` stops it).
+  A last pass from the converged right singular vectors sums ``ln |R_ii| = ln sigma_i`` in log space.
+* ``lyapunov_spectrum(method="qr")`` (alias ``"benettin"``, or ``sweeps=0``): the classical Benettin
+  estimator, the time average of ``ln |R_ii|`` from ``Q0`` without refinement. Same limit as
+  ``T -> inf``, but at finite T the growth rates of nested volumes of ``J^(T) Q0``, not singular
+  values: on a non-normal map even the sign of the largest can differ. Only the sum of the full
+  spectrum, ``ln|det J^(T)| / T``, agrees exactly.
+* ``lyapunov_exact``: the definition from the dense Jacobian of the composition (small systems
+  only); resolves exponents within about ``ln(1 / null_rtol) / T`` of the largest.
 * ``nonnull_exponent_sum``: the sum of the non-null exponents without any single one, exactly
   (Benettin started on ``(ker J_1)^perp``): the paper's mean LE at half the cost of the full spectrum.
 
 Null directions. A normalization layer (Pi, RMSNorm; whole-token or per N-chunk) kills the
 radial direction of every normalized chunk, so ``J`` has ``S * D / N`` zero singular values
 (``S`` for whole-token normalization) and ``ln alpha = -inf``. Both estimators call a singular
-value null when it is below ``null_rtol`` times the largest (per QR step for the QR method;
+value null when it is below ``null_rtol`` times the largest (per QR step for the QR passes;
 default ``default_null_rtol``) and report its exponent as exactly ``NULL_FLOOR``; any other
-per-step ``ln |R_ii|`` is also clamped at ``NULL_FLOOR``. Summaries (``max_lyapunov``,
-``mean_lyapunov``) drop the ``num_null`` smallest exponents, counted by ``null_directions``:
-the "mean LE" of a whole-token-normalized model averages over ``M = S (D - 1)`` exponents,
-not ``S D`` (``M = S D (N - 1) / N`` for N-chunk normalization).
+per-step ``ln |R_ii|`` is also clamped at ``NULL_FLOOR``. ``mean_lyapunov`` drops the null
+exponents, counted by ``null_directions``: the "mean LE" of a whole-token-normalized model averages
+over ``M = S (D - 1)`` exponents, not ``S D`` (``M = S D (N - 1) / N`` for N-chunk normalization).
+The largest exponent (``max_lyapunov``) is never a null one, so it needs no count.
 
-Everything is pure and jit/vmap-able (``T``, ``k``, ``reorth_every``, ``sweeps`` static):
-``jax.vmap(lambda x0: lyapunov_spectrum(f, x0, T, k).exponents)(batch)``.
+Everything is pure and jit/vmap-able (``T``, ``k``, ``reorth_every``, ``sweeps``, ``max_sweeps``
+static): ``jax.vmap(lambda x0: lyapunov_spectrum(f, x0, T, k).exponents)(batch)``.
 """
 
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Callable, NamedTuple, Sequence
 
 import jax
@@ -55,12 +51,19 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from rsa_jax.jacobian import dense_jacobian, push_columns
+from rsa_jax.jacobian import check_state_map, dense_jacobian, push_columns, static_int
 
 Map = Callable[[jnp.ndarray], jnp.ndarray]
 
 #: Exponent reported for a null direction, and lower clamp of every per-step ``ln |R_ii|``.
 NULL_FLOOR = -30.0
+
+#: ``method`` names of ``lyapunov_spectrum``: the B.3 definition, and the classical estimator.
+METHODS = ("svd", "qr", "benettin")
+
+
+class LyapunovWarning(RuntimeWarning):
+    """The subspace iteration of ``lyapunov_spectrum`` stopped at ``max_sweeps`` before ``tol``."""
 
 
 class LyapunovResult(NamedTuple):
@@ -68,14 +71,22 @@ class LyapunovResult(NamedTuple):
 
     Attributes:
       exponents: ``(k,)`` exponents sorted descending (paper normalization ``ln sigma / T``).
-      history: ``(T // reorth_every [+1], k)`` running estimates (sum of logs so far divided by
-        the steps so far), one row after each re-orthonormalization (every step for
-        ``reorth_every = 1``; the last row is at step T), each row sorted descending; None unless
-        requested.
+      history: ``(T // reorth_every [+1], k)`` running estimates of the last (measuring) pass (sum of
+        logs so far divided by the steps so far), one row after each re-orthonormalization, each row
+        sorted descending; None unless requested. Only the last row is the definition's value.
+      sweeps: refinement sweeps run (int32; 0 for the classical estimator).
+      residual: the convergence diagnostic: the largest change of an exponent (``ln sigma / T``, Ritz
+        values of ``J^(T) Q0``) in the last sweep, over exponents within ``ln(1 / null_rtol) / T`` of
+        the largest; 0 for ``k = n`` (one sweep is exact), ``inf`` after a single sweep with ``k < n``;
+        None for the classical estimator. With a small spectral gap the error can exceed it.
+      converged: ``residual <= tol`` (bool); None for the classical estimator.
     """
 
     exponents: jnp.ndarray
-    history: jnp.ndarray | None
+    history: jnp.ndarray | None = None
+    sweeps: jnp.ndarray | None = None
+    residual: jnp.ndarray | None = None
+    converged: jnp.ndarray | None = None
 
 
 def default_null_rtol(dtype) -> float:
@@ -90,6 +101,11 @@ def default_null_rtol(dtype) -> float:
     if eps > 1e-6:
         raise ValueError(f"Lyapunov exponents need float32 or float64 states (LAPACK QR/SVD); got {jnp.dtype(dtype)}")
     return max(1000.0 * eps, 1e-8)
+
+
+def default_tol(dtype) -> float:
+    """``max(1000 eps(dtype), 1e-7)``: the default ``tol`` of ``lyapunov_spectrum`` (exponent units)."""
+    return max(1000.0 * float(jnp.finfo(dtype).eps), 1e-7)
 
 
 def _qr(q: jnp.ndarray):
@@ -110,8 +126,8 @@ def _log_stretch(rdiag: jnp.ndarray, steps, rtol: float) -> jnp.ndarray:
 def _forward_block(f: Map, x: jnp.ndarray, q: jnp.ndarray, b: jnp.ndarray, steps: int, chunk: int | None = None):
     """Pushes ``x`` and the tangent rows ``q`` ``(k, *shape)`` through ``steps`` steps, then QR.
 
-    ``b`` accumulates the product of the R factors, rescaled to max-abs 1 (only its singular
-    vectors are used). Returns ``(x, Q, b, |diag R| (k,), visited states (steps, *shape))``.
+    ``b`` ``(B, ln scale)`` accumulates the product of the R factors, rescaled to max-abs 1, and the
+    log of the scale taken out. Returns ``(x, Q, b, |diag R| (k,), visited states (steps, *shape))``.
     """
     xs = []
     for _ in range(steps):
@@ -119,17 +135,17 @@ def _forward_block(f: Map, x: jnp.ndarray, q: jnp.ndarray, b: jnp.ndarray, steps
         x, jvp = jax.linearize(f, x)
         q = push_columns(jvp, q, chunk)
     q, r = _qr(q)
-    b = r @ b
-    b = b / jnp.maximum(jnp.max(jnp.abs(b)), jnp.finfo(b.dtype).tiny)
-    return x, q, b, jnp.abs(jnp.diagonal(r)), jnp.stack(xs)
+    bm = r @ b[0]
+    scale = jnp.maximum(jnp.max(jnp.abs(bm)), jnp.finfo(bm.dtype).tiny)
+    return x, q, (bm / scale, b[1] + jnp.log(scale)), jnp.abs(jnp.diagonal(r)), jnp.stack(xs)
 
 
 def _forward(f: Map, x0: jnp.ndarray, q0: jnp.ndarray, T: int, m: int, chunk: int | None = None):
     """Forward pass in blocks of ``m`` steps (plus a shorter last block if ``m`` does not divide T);
     the tangent rows are pushed ``chunk`` at a time (``push_columns``).
 
-    Returns ``(Q_T, B, |diag R| per block (blocks, k), block lengths (blocks,), states (T, *shape))``
-    with ``J^(T) Q0 = Q_T B`` up to the scale of ``B``.
+    Returns ``(Q_T, (B, ln scale), |diag R| per block (blocks, k), block lengths (blocks,), states (T,
+    *shape))`` with ``J^(T) Q0 = Q_T B exp(ln scale)``.
     """
     nb, rem = divmod(T, m)
 
@@ -137,7 +153,7 @@ def _forward(f: Map, x0: jnp.ndarray, q0: jnp.ndarray, T: int, m: int, chunk: in
         x, q, b, rd, xs = _forward_block(f, *carry, m, chunk)
         return (x, q, b), (rd, xs)
 
-    b0 = jnp.eye(q0.shape[0], dtype=q0.dtype)
+    b0 = (jnp.eye(q0.shape[0], dtype=q0.dtype), jnp.zeros((), q0.dtype))
     (x, q, b), (rds, xss) = lax.scan(body, (x0, q0, b0), None, length=nb)
     xss = xss.reshape(nb * m, *x0.shape)
     lengths = [m] * nb
@@ -157,55 +173,92 @@ def _backward(f: Map, xs: jnp.ndarray, w: jnp.ndarray) -> jnp.ndarray:
     return lax.scan(body, w, xs, reverse=True)[0]
 
 
-def lyapunov_spectrum(f: Map, x0: jnp.ndarray, T: int, k: int | None = None, *, reorth_every: int = 1,
-                      key: jax.Array | None = None, return_history: bool = False, sweeps: int = 0,
+def _warn_short(converged, residual, tol: float, max_sweeps: int):
+    """Host callback: a ``LyapunovWarning`` when any (vmapped) spectrum did not converge."""
+    if not np.all(converged):
+        warnings.warn(f"lyapunov_spectrum: the subspace iteration stopped at max_sweeps={max_sweeps} with residual "
+                      f"{float(np.max(residual)):.3g} > tol={tol:.3g}; the exponents may not have converged to "
+                      "ln sigma_i(J^(T)) / T: raise max_sweeps, or k (a wider subspace converges faster)",
+                      LyapunovWarning, stacklevel=2)
+
+
+def lyapunov_spectrum(f: Map, x0: jnp.ndarray, T: int, k: int | None = None, *, method: str = "svd",
+                      tol: float | None = None, max_sweeps: int = 50, sweeps: int | None = None,
+                      reorth_every: int = 1, key: jax.Array | None = None, return_history: bool = False,
                       null_rtol: float | None = None) -> LyapunovResult:
-    """Leading ``k`` (or all) Lyapunov exponents of ``f^T`` at ``x0`` by the QR (Benettin) method.
+    """Leading ``k`` (or all) Lyapunov exponents of ``f^T`` at ``x0``: ``ln sigma_i(J^(T)) / T`` (B.3).
 
     Args:
-      f: pure map from arrays shaped like ``x0`` to the same shape.
+      f: pure map from arrays shaped like ``x0`` to the same shape and dtype.
       x0: initial state, any shape, ``n = x0.size``.
-      T: number of steps (static).
+      T: number of steps (a static int).
       k: number of exponents (static); None for all ``n`` (``Q0 = I``); ``k < n`` starts from a
         random orthonormal ``Q0`` (Gaussian from ``key``, or a fixed NumPy ``default_rng(0)`` draw).
+      method: ``"svd"`` (default): the definition of appendix B.3, eq. 90, the singular values of
+        ``J^(T)`` by Rayleigh-Ritz and, for ``k < n``, subspace iteration on ``J^(T)T J^(T)`` (JVP
+        forward and VJP backward passes). ``"qr"`` or ``"benettin"``: the classical QR estimator,
+        nested-volume growth rates of ``J^(T) Q0``; the same ``T -> inf`` limit, not the definition
+        at finite T (only the full spectrum's sum agrees).
+      tol: ``method="svd"``, ``k < n``, ``sweeps=None``: sweep until no exponent changes by more than
+        ``tol`` (default ``default_tol(x0.dtype)``: ``1e-7`` in float64, ``1.2e-4`` in float32).
+      max_sweeps: cap on the sweeps of that iteration; reaching it before ``tol`` issues a
+        ``LyapunovWarning`` (also under jit, by a host callback) and sets ``converged`` False.
+      sweeps: a fixed number of sweeps instead of ``tol`` (no warning; ``residual`` still reports the
+        last sweep's change); ``0`` is the classical estimator (as ``method="qr"``). For ``k = n`` one
+        sweep is exact and further ones are not run; for ``k < n`` the error decays like
+        ``(sigma_{k+1} / sigma_i)^(2 sweeps)``.
       reorth_every: QR every this many steps (a shorter last block if it does not divide T).
       key: PRNG key for the random start (None: the fixed NumPy draw, which keeps
         ``jax.random`` out of the compiled graph).
-      return_history: also return the running estimates.
-      sweeps: refinement passes before the measuring pass; 0 is the classical estimator. Each
-        sweep runs a forward pass and rotates ``Q0`` within its span onto the right singular
-        vectors of ``J^(T) Q0`` (Rayleigh-Ritz on the accumulated R product); sweeps after the
-        first are preceded by a backward (vjp) pass that replaces ``span Q0`` by
-        ``span J^(T)T J^(T) Q0`` (subspace iteration). For ``k = n`` one sweep already gives the
-        B.3 definition (``lyapunov_exact``); for ``k < n`` it converges like
-        ``(sigma_{k+1} / sigma_k)^(2 sweeps)``.
+      return_history: also return the running estimates of the last pass.
       null_rtol: a per-step ``|R_ii|`` below ``null_rtol * max_j |R_jj|`` is a null direction
         and contributes ``NULL_FLOOR`` per step; default ``default_null_rtol(x0.dtype)``.
 
     Returns:
-      ``LyapunovResult(exponents (k,) descending, history or None)``; exponents are
-      ``(1/T) sum_t ln |R_ii^(t)|``, i.e. ``ln sigma / T`` (= ``(1/2T) ln alpha``).
+      ``LyapunovResult(exponents (k,) descending, history, sweeps, residual, converged)``.
+
+    Raises:
+      TypeError: ``T`` or ``k`` not a static int (e.g. traced under jit).
+      ValueError: ``f`` changes the state's shape or dtype; ``k``, ``T``, ``method`` out of range.
 
     Examples:
-      A linear map ``x -> A x`` with a symmetric ``A`` has the exponents ``ln |eig(A)|``:
+      A non-normal linear map ``x -> A x``: the exponents are ``ln sigma_i(A^T) / T``, which the
+      classical estimator (``method="qr"``) misses at finite T:
 
-      >>> import jax.numpy as jnp
+      >>> import numpy as np, jax.numpy as jnp
       >>> from rsa_jax.lyapunov import lyapunov_spectrum
-      >>> a = jnp.diag(jnp.array([2.0, 0.5], jnp.float32))
-      >>> res = lyapunov_spectrum(lambda x: a @ x, jnp.ones(2, jnp.float32), T=10)
-      >>> [round(float(e), 4) for e in res.exponents]          # ln 2, ln 1/2
-      [0.6931, -0.6931]
-      >>> lyapunov_spectrum(lambda x: a @ x, jnp.ones(2, jnp.float32), T=10, k=1).exponents.shape
-      (1,)
+      >>> a = jnp.array([[0.5, 3.0], [0.0, 0.8]], jnp.float32)
+      >>> want = np.log(np.linalg.svd(np.linalg.matrix_power(np.asarray(a, float), 5))[1]) / 5
+      >>> res = lyapunov_spectrum(lambda x: a @ x, jnp.ones(2, jnp.float32), T=5)
+      >>> [round(float(e), 3) for e in res.exponents], [round(float(e), 3) for e in want]
+      ([0.219, -1.135], [0.219, -1.135])
+      >>> top = lyapunov_spectrum(lambda x: a @ x, jnp.ones(2, jnp.float32), T=5, k=1)
+      >>> round(float(top.exponents[0]), 3), bool(top.converged)
+      (0.219, True)
+      >>> qr = lyapunov_spectrum(lambda x: a @ x, jnp.ones(2, jnp.float32), T=5, method="qr")
+      >>> [round(float(e), 3) for e in qr.exponents]          # ln 0.8, ln 0.5: even the sign differs
+      [-0.223, -0.693]
     """
-    n = x0.size
-    k = n if k is None else k
+    T, n = static_int(T, "T"), x0.size
+    k = n if k is None else static_int(k, "k")
+    check_state_map(f, x0)
     if not 0 < k <= n:
         raise ValueError(f"k must be in [1, n={n}] for x0 of shape {x0.shape}; got {k}")
-    if T < 1 or reorth_every < 1 or sweeps < 0:
-        raise ValueError(f"need T >= 1, reorth_every >= 1, sweeps >= 0; got {T}, {reorth_every}, {sweeps}")
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS} ('svd': the B.3 definition; 'qr'/'benettin': the "
+                         f"classical estimator); got {method!r}")
+    if method != "svd":
+        if sweeps:
+            raise ValueError(f"method={method!r} is the classical estimator, without refinement; got sweeps={sweeps}")
+        sweeps = 0
+    sweeps = None if sweeps is None else static_int(sweeps, "sweeps")
+    max_sweeps = static_int(max_sweeps, "max_sweeps")
+    if T < 1 or reorth_every < 1 or (sweeps or 0) < 0 or max_sweeps < 1:
+        raise ValueError(f"need T >= 1, reorth_every >= 1, sweeps >= 0, max_sweeps >= 1; got T={T}, "
+                         f"reorth_every={reorth_every}, sweeps={sweeps}, max_sweeps={max_sweeps}")
     m = min(reorth_every, T)
     rtol = default_null_rtol(x0.dtype) if null_rtol is None else null_rtol
+    tol = default_tol(x0.dtype) if tol is None else float(tol)
     if k == n:
         q0 = jnp.eye(n, dtype=x0.dtype).reshape(n, *x0.shape)
     else:
@@ -214,25 +267,37 @@ def lyapunov_spectrum(f: Map, x0: jnp.ndarray, T: int, k: int | None = None, *, 
         else:
             g = jax.random.normal(key, (k, *x0.shape), x0.dtype)
         q0 = _qr(g)[0]
-    if sweeps:
+    done = residual = converged = None
+    if sweeps != 0:
         def ritz(q):
-            q_t, b, _, _, xs = _forward(f, x0, q, T, m)
-            v = jnp.linalg.svd(b)[2]  # rows: right singular vectors of B, descending
-            return jnp.tensordot(v, q, axes=1), q_t, xs
+            q_t, (b, lscale), _, _, xs = _forward(f, x0, q, T, m)
+            _, s, v = jnp.linalg.svd(b)  # rows of v: right singular vectors of B, descending
+            est = jnp.where(s <= rtol * s[0], NULL_FLOOR,
+                            jnp.maximum((jnp.log(jnp.maximum(s, jnp.finfo(s.dtype).tiny)) + lscale) / T, NULL_FLOOR))
+            return jnp.tensordot(v, q, axes=1), q_t, xs, est
 
-        q0, q_t, xs = ritz(q0)
-        if k < n and sweeps > 1:
-            def sweep(carry, _):
-                return ritz(_backward(f, carry[2], carry[1])), None
+        def sweep(carry):
+            q, q_t, xs, est, _, i = carry
+            q, q_t, xs, new = ritz(_backward(f, xs, q_t))
+            return q, q_t, xs, new, jnp.max(jnp.abs(new - est)), i + 1
 
-            q0 = lax.scan(sweep, (q0, q_t, xs), None, length=sweeps - 1)[0][0]
+        zero, inf = jnp.zeros((), jnp.int32), jnp.full((), jnp.inf, x0.dtype)
+        carry = (*ritz(q0), jnp.zeros((), x0.dtype) if k == n else inf, zero + 1)
+        if k < n and sweeps is None:
+            carry = lax.while_loop(lambda c: (c[5] < max_sweeps) & (c[4] > tol), sweep, carry)
+        elif k < n and sweeps > 1:
+            carry = lax.scan(lambda c, _: (sweep(c), None), carry, None, length=sweeps - 1)[0]
+        q0, residual, done = carry[0], carry[4], carry[5]
+        converged = residual <= tol
+        if k < n and sweeps is None:
+            jax.debug.callback(lambda c, r: _warn_short(c, r, tol, max_sweeps), converged, residual)
     _, _, rds, lengths, _ = _forward(f, x0, q0, T, m)
     logs = jax.vmap(_log_stretch, in_axes=(0, 0, None))(rds, jnp.asarray(lengths, x0.dtype), rtol)
     exponents = -jnp.sort(-logs.sum(0) / T)
     history = None
     if return_history:
         history = -jnp.sort(-jnp.cumsum(logs, 0) / np.cumsum(lengths)[:, None].astype(x0.dtype), axis=-1)
-    return LyapunovResult(exponents, history)
+    return LyapunovResult(exponents, history, jnp.zeros((), jnp.int32) if done is None else done, residual, converged)
 
 
 def lyapunov_exact(f: Map, x0: jnp.ndarray, T: int, *, null_rtol: float | None = None) -> jnp.ndarray:
@@ -251,6 +316,8 @@ def lyapunov_exact(f: Map, x0: jnp.ndarray, T: int, *, null_rtol: float | None =
     Returns:
       ``(n,)`` exponents ``(1 / 2T) ln alpha_i``, descending, clamped at ``NULL_FLOOR``.
     """
+    T = static_int(T, "T")
+    check_state_map(f, x0)
     rtol = default_null_rtol(x0.dtype) if null_rtol is None else null_rtol
     compose = lambda x: lax.scan(lambda y, _: (f(y), None), x, None, length=T)[0]
     s = jnp.linalg.svd(dense_jacobian(compose, x0), compute_uv=False)
@@ -290,10 +357,8 @@ def nonnull_exponent_sum(f: Map, x0: jnp.ndarray, T: int, num_null: int = 0, *,
     measures the volume growth of exactly the subspace on which ``J^(T)`` is injective, and the
     accumulated ``sum ln |R_ii|`` over its ``M`` columns is ``ln pdet J^(T) = sum_{i <= M} ln sigma_i``
     (the product of the per-step R factors' diagonals is ``|det R|``, whatever the per-column split).
-    ``Q0`` comes from a column-pivoted QR of the dense ``J_1^T`` (``n`` JVPs and one ``n x n`` QR;
-    ``Q0 = I`` without null directions), then one forward pass of ``M`` tangent columns: about half the
-    work of the full spectrum
-    (``lyapunov_spectrum(k=None, sweeps=1)``: two passes of ``n`` columns and an ``n x n`` SVD).
+    ``Q0`` comes from a column-pivoted QR of the dense ``J_1^T`` (``Q0 = I`` without null directions),
+    then one forward pass of ``M`` columns: half the work of the full spectrum (two passes and an SVD).
     Unlike the summaries of a full spectrum, nothing is clamped at ``NULL_FLOOR``: for a map that
     contracts some directions by more than ``e^30`` per step the two means differ.
 
@@ -322,7 +387,8 @@ def nonnull_exponent_sum(f: Map, x0: jnp.ndarray, T: int, num_null: int = 0, *,
       >>> round(float(res.total), 4), float(res.dropped_pivot)  # ln 3 + ln 0.5
       (0.4055, 0.0)
     """
-    n = x0.size
+    T, n = static_int(T, "T"), x0.size
+    check_state_map(f, x0)
     m_kept = n - num_null
     if not 0 <= num_null < n or T < 1 or reorth_every < 1:
         raise ValueError(f"need 0 <= num_null < n = {n}, T >= 1, reorth_every >= 1; got {num_null}, {T}, "
@@ -365,36 +431,50 @@ def null_directions(shape: Sequence[int], n: int | None = None, norm: str = "pi"
     return math.prod(shape[:-1]) * (d // n)
 
 
-def _kept(exponents: jnp.ndarray, num_null: int) -> jnp.ndarray:
+def _kept(exponents: jnp.ndarray, num_null: int, n: int | None) -> jnp.ndarray:
+    """The exponents sorted descending without the null ones; NaN everywhere if any is NaN."""
     k = exponents.shape[-1]
-    if not 0 <= num_null < k:
-        raise ValueError(f"num_null={num_null} must be in [0, {k}) for {k} exponents")
-    return (-jnp.sort(-exponents, axis=-1))[..., :k - num_null]
+    if n is not None and n < k:
+        raise ValueError(f"n={n} (the state's size) must be >= the number of exponents {k}")
+    full = n is None or n == k
+    drop = num_null if full else max(0, num_null - (n - k))   # nulls are the n - M smallest of n
+    if not 0 <= drop < k:
+        raise ValueError(f"num_null={num_null} must be in [0, {k}) for a full spectrum of {k} exponents; for a "
+                         "leading-k spectrum pass n=x0.size too (mean_lyapunov(ex, num_null, n=...))")
+    kept = (-jnp.sort(-exponents, axis=-1))[..., :k - drop]
+    return jnp.where(jnp.any(jnp.isnan(exponents), axis=-1, keepdims=True), jnp.nan, kept)
 
 
-def max_lyapunov(exponents: jnp.ndarray, num_null: int = 0) -> jnp.ndarray:
-    """Largest exponent after dropping the ``num_null`` smallest ones.
+def max_lyapunov(exponents: jnp.ndarray) -> jnp.ndarray:
+    """The largest exponent: of a full or a leading-k spectrum alike (a null exponent is never the
+    largest, so no null count applies); NaN if any exponent is NaN.
 
     Args:
       exponents: ``(..., k)``.
-      num_null: null directions among these exponents (``null_directions``; 0 for a leading-k
-        spectrum with ``k <= n - num_null``, which contains none).
+
+    Returns:
+      ``(...)``.
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> from rsa_jax.lyapunov import max_lyapunov
+      >>> float(max_lyapunov(jnp.array([-0.25, 0.5, -30.0]))), float(max_lyapunov(jnp.array([jnp.nan, 0.5])))
+      (0.5, nan)
+    """
+    return _kept(exponents, 0, None)[..., 0]
+
+
+def mean_lyapunov(exponents: jnp.ndarray, num_null: int = 0, *, n: int | None = None) -> jnp.ndarray:
+    """Mean over the non-null exponents (``M = S (D - 1)`` of a full spectrum with whole-token
+    normalization: the paper's mean LE, appendix B.3); NaN if any exponent is NaN.
+
+    Args:
+      exponents: ``(..., k)``: a full spectrum, or the leading ``k`` of ``n`` (then pass ``n``).
+      num_null: null directions of the map (``null_directions``), i.e. among all ``n`` exponents.
+      n: the state's size ``x0.size`` when ``exponents`` is a leading-k spectrum (``k < n``): only
+        ``max(0, num_null - (n - k))`` of the nulls can be among the ``k``; None: a full spectrum.
 
     Returns:
       ``(...)``.
     """
-    return _kept(exponents, num_null)[..., 0]
-
-
-def mean_lyapunov(exponents: jnp.ndarray, num_null: int = 0) -> jnp.ndarray:
-    """Mean over the ``M = k - num_null`` largest exponents (``M = S (D - 1)`` for a full spectrum
-    with whole-token normalization).
-
-    Args:
-      exponents: ``(..., k)``.
-      num_null: null directions among these exponents.
-
-    Returns:
-      ``(...)``.
-    """
-    return jnp.mean(_kept(exponents, num_null), axis=-1)
+    return jnp.mean(_kept(exponents, num_null, n), axis=-1)

@@ -7,7 +7,7 @@ import pytest
 
 from rsa_jax import dynamics, jacobian, lyapunov
 
-ENTRY_POINTS = [lyapunov.lyapunov_spectrum, jacobian.spectral_norm, dynamics.rollout]
+ENTRY_POINTS = [lyapunov.lyapunov_spectrum, lyapunov.max_lyapunov, jacobian.spectral_norm, dynamics.rollout]
 
 
 @pytest.mark.parametrize("x64", [False, True], ids=["x32", "x64"])

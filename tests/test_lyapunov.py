@@ -9,8 +9,9 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 from rsa_jax.dynamics import iterate, itrsa_step  # noqa: E402
-from rsa_jax.lyapunov import (NULL_FLOOR, LyapunovResult, default_null_rtol, lyapunov_exact,  # noqa: E402
-                              lyapunov_spectrum, max_lyapunov, mean_lyapunov, nonnull_exponent_sum,
+from rsa_jax.jacobian import jacobian_eigenvalues, leading_eigenvalues  # noqa: E402
+from rsa_jax.lyapunov import (NULL_FLOOR, LyapunovResult, LyapunovWarning, default_null_rtol,  # noqa: E402
+                              lyapunov_exact, lyapunov_spectrum, max_lyapunov, mean_lyapunov, nonnull_exponent_sum,
                               null_directions)
 from rsa_jax.ops import omega_rotation, pi  # noqa: E402
 
@@ -62,7 +63,7 @@ def test_symmetric_linear_map_exact_for_any_T():
     np.testing.assert_allclose(lyapunov_exact(f, x0, 5), want, atol=1e-12)
     np.testing.assert_allclose(spectrum(f, x0, 5, sweeps=1).exponents, want, atol=1e-12)
     # the classical estimator (no sweeps) only converges, like 1/T
-    res = spectrum(f, x0, 400, return_history=True)
+    res = spectrum(f, x0, 400, return_history=True, method="qr")
     err = np.max(np.abs(res.history - want), axis=-1)
     assert err[-1] < 0.02 and err[-1] < err[9] / 10
 
@@ -76,7 +77,7 @@ def test_non_normal_linear_map_converges():
     want = np.sort(np.log(np.abs(eig)))[::-1]
     e_short = np.max(np.abs(lyapunov_exact(f, x0, 4) - want))
     e_long = np.max(np.abs(lyapunov_exact(f, x0, 12) - want))  # sigma range in reach
-    e_qr = np.max(np.abs(spectrum(f, x0, 400).exponents - want))
+    e_qr = np.max(np.abs(spectrum(f, x0, 400, method="qr").exponents - want))
     assert e_short > 0.05  # finite-T exponents of a non-normal map differ from ln|eig|
     assert e_long < e_short and e_qr < 0.02
 
@@ -89,12 +90,12 @@ def test_a5_rotation_normalized_vs_not(n_osc):
     nulls = null_directions(x0.shape, n_osc, "pi")
     assert nulls == (3 if n_osc is None else 6)
     ex = spectrum(lambda x: pi(rot(x), n_osc), x0, 20).exponents
-    assert float(max_lyapunov(ex, nulls)) <= 1e-9
+    assert float(max_lyapunov(ex)) <= 1e-9
     assert int(jnp.sum(ex == NULL_FLOOR)) == nulls
     ex_free = spectrum(rot, x0, 20).exponents
     np.testing.assert_allclose(ex_free, np.log(np.sqrt(1 + eta**2 * w**2)), atol=1e-12)
     exact = lyapunov_exact(lambda x: pi(rot(x), n_osc), x0, 5)
-    np.testing.assert_allclose(max_lyapunov(exact, nulls), 0.0, atol=1e-12)
+    np.testing.assert_allclose(max_lyapunov(exact), 0.0, atol=1e-12)
     assert int(jnp.sum(exact == NULL_FLOOR)) == nulls
 
 
@@ -124,7 +125,7 @@ def test_full_spectrum_matches_exact(itrsa_case, reorth_every):
     np.testing.assert_allclose(res.exponents, exact, atol=1e-9)
     if reorth_every == 1 and norm == "none":
         # the classical estimator differs at finite T, but its sum (ln|det| / T) is exact
-        classic = spectrum(f, x0, T_SMALL).exponents
+        classic = spectrum(f, x0, T_SMALL, method="qr").exponents
         assert np.max(np.abs(classic - exact)) > 0.1
         np.testing.assert_allclose(classic.sum(), exact.sum(), atol=1e-9)
 
@@ -230,7 +231,7 @@ def test_normalized_itrsa_has_exactly_S_nulls(norm, dtype):
         assert float(ex[-S - 1]) > NULL_FLOOR + 10
         kept = np.asarray(ex[:S * (D - 1)], np.float64)
         np.testing.assert_allclose(mean_lyapunov(ex, nulls), kept.mean(), rtol=1e-12 if dtype == jnp.float64 else 1e-5)
-        assert float(max_lyapunov(ex, nulls)) == float(ex[0])
+        assert float(max_lyapunov(ex)) == float(ex[0])
     with pytest.raises(ValueError):
         mean_lyapunov(ex, S * D)
 
@@ -255,3 +256,88 @@ def test_argument_checks():
         lyapunov_spectrum(f, jnp.ones(3), 0)
     with pytest.raises(ValueError):
         null_directions((4, 8), None, "layernorm")
+
+
+# --- the default is the B.3 definition (issue 33) -----------------------------------------------
+
+def _non_normal(dtype):
+    """The issue's map: A = randn(6, 6) / sqrt(6), A[0, 1] += 3; exponents ln sigma_i(A^5) / 5 by NumPy."""
+    a = np.random.default_rng(0).standard_normal((6, 6)) / np.sqrt(6)
+    a[0, 1] += 3.0
+    want = np.log(np.linalg.svd(np.linalg.matrix_power(a, 5), compute_uv=False)) / 5
+    aj = jnp.asarray(a, dtype)
+    return (lambda x: aj @ x), jnp.ones(6, dtype), want
+
+
+@pytest.mark.parametrize("dtype,atol", [(jnp.float64, 1e-9), (jnp.float32, 2e-4)], ids=["f64", "f32"])
+@pytest.mark.parametrize("k", [None, 3, 1])
+def test_default_is_ln_sigma_over_T_on_a_non_normal_map(dtype, atol, k):
+    f, x0, want = _non_normal(dtype)
+    for res in (lyapunov_spectrum(f, x0, 5, k), spectrum(f, x0, 5, k=k)):
+        assert res.exponents.dtype == dtype and res.exponents.shape == (6 if k is None else k,)
+        np.testing.assert_allclose(res.exponents, want[:res.exponents.shape[0]], atol=atol)
+        assert bool(res.converged) and float(res.residual) <= (1e-7 if dtype == jnp.float64 else 1.3e-4)
+        assert int(res.sweeps) >= 1
+    # the classical estimator is another quantity at finite T (0.209 vs ln sigma_1 / T = 0.415)
+    qr = lyapunov_spectrum(f, x0, 5, k, method="qr")
+    assert qr.converged is None and int(qr.sweeps) == 0
+    assert float(want[0]) - float(qr.exponents[0]) > 0.15
+    np.testing.assert_allclose(lyapunov_spectrum(f, x0, 5, k, method="benettin").exponents, qr.exponents)
+    np.testing.assert_allclose(lyapunov_spectrum(f, x0, 5, k, sweeps=0).exponents, qr.exponents)
+
+
+def test_subspace_iteration_warns_when_stopped_short():
+    f, x0, want = _non_normal(jnp.float64)
+    with pytest.warns(LyapunovWarning, match="max_sweeps=2"):
+        res = jax.block_until_ready(spectrum(f, x0, 5, k=3, max_sweeps=2))
+    assert not bool(res.converged) and float(res.residual) > 1e-3 and int(res.sweeps) == 2
+    assert float(np.max(np.abs(res.exponents - want[:3]))) > 1e-3   # and it is indeed not there yet
+    # a fixed sweep count reports the diagnostic but does not warn
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", LyapunovWarning)
+        fixed = jax.block_until_ready(spectrum(f, x0, 5, k=3, sweeps=2))
+    assert not bool(fixed.converged) and int(fixed.sweeps) == 2
+    np.testing.assert_allclose(fixed.exponents, res.exponents, atol=1e-12)
+    # vmapped: the diagnostics are per start
+    batched = jax.vmap(lambda x: lyapunov_spectrum(f, x, 5, k=3))(jnp.stack([x0, 2 * x0]))
+    assert batched.converged.shape == (2,) and bool(jnp.all(batched.converged))
+
+
+def test_max_and_mean_lyapunov_propagate_nan_and_know_leading_spectra():
+    assert np.isnan(float(max_lyapunov(jnp.array([jnp.nan, 0.1]))))
+    assert np.isnan(float(mean_lyapunov(jnp.array([0.2, 0.1, jnp.nan]), 1)))
+    batch = jnp.array([[0.3, jnp.nan], [0.2, -0.1]])
+    out = np.asarray(max_lyapunov(batch))
+    assert np.isnan(out[0]) and out[1] == pytest.approx(0.2)
+    # leading k = 2 of n = 10 with 4 nulls: no null among them; k = 8: two of them
+    assert float(mean_lyapunov(jnp.array([0.4, 0.2]), 4, n=10)) == pytest.approx(0.3)
+    ex = jnp.array([0.4, 0.2, 0.0, -0.2, -0.4, -0.6, NULL_FLOOR, NULL_FLOOR])
+    assert float(mean_lyapunov(ex, 4, n=10)) == pytest.approx(-0.1)
+    assert float(max_lyapunov(ex[:2])) == pytest.approx(0.4)
+    with pytest.raises(ValueError, match="leading-k"):
+        mean_lyapunov(jnp.array([0.4, 0.2]), 4)
+    with pytest.raises(ValueError, match="n=3"):
+        mean_lyapunov(jnp.array([0.4, 0.2, 0.1, 0.0]), 1, n=3)
+
+
+def test_clear_errors_for_shape_changing_maps_and_traced_T():
+    x0 = jnp.ones((6, 8))
+    shrink = lambda x: x[:5]
+    for call in (lambda: lyapunov_spectrum(shrink, x0, 3), lambda: lyapunov_exact(shrink, x0, 3),
+                 lambda: nonnull_exponent_sum(shrink, x0, 3), lambda: jacobian_eigenvalues(shrink, x0),
+                 lambda: leading_eigenvalues(shrink, x0, 2)):
+        with pytest.raises(ValueError, match=r"f must map the state to one of the same shape.*\(6, 8\).*\(5, 8\)"):
+            call()
+    with pytest.raises(ValueError, match="same shape and dtype"):
+        lyapunov_spectrum(lambda x: x.astype(jnp.float32), x0, 3)
+    with pytest.raises(TypeError, match="T must be a static Python int.*static_argnames"):
+        jax.jit(lambda x, T: lyapunov_spectrum(lambda y: 0.5 * y, x, T).exponents)(jnp.ones(3), 4)
+    with pytest.raises(TypeError, match="T must be a static Python int"):
+        jax.jit(lambda x, T: lyapunov_exact(lambda y: 0.5 * y, x, T))(jnp.ones(3), 4)
+    with pytest.raises(TypeError, match="k must be an int"):
+        lyapunov_spectrum(lambda y: 0.5 * y, jnp.ones(3), 4, k=2.5)
+    with pytest.raises(ValueError, match="method must be one of"):
+        lyapunov_spectrum(lambda y: 0.5 * y, jnp.ones(3), 4, method="exact")
+    with pytest.raises(ValueError, match="classical estimator"):
+        lyapunov_spectrum(lambda y: 0.5 * y, jnp.ones(3), 4, method="qr", sweeps=2)
