@@ -3,8 +3,9 @@
 On an ItrSA step (RMSNorm, untrained ``init_attention``), for growing ``n = S * D``:
 
 * Lyapunov, leading ``k`` exponents over ``T`` steps, QR every step, the same ``Q0``:
-  - matrix-free: ``rsa_jax.lyapunov.lyapunov_spectrum`` (``jax.linearize`` + ``vmap`` over the k
-    tangent columns);
+  - matrix-free: ``rsa_jax.lyapunov.lyapunov_spectrum(method="qr")``, the classical QR estimator
+    (``jax.linearize`` + ``vmap`` over the k tangent columns; its default, the B.3 definition, adds
+    backward passes);
   - dense: the full ``n x n`` Jacobian of every step by ``jax.jacfwd``, then ``J @ Q`` and QR.
 * Spectral norm of the one-step Jacobian:
   - power iteration (``rsa_jax.jacobian.spectral_norm``, ``--power-iters`` iterations, no early stop);
@@ -90,7 +91,7 @@ def bench_one(s, d, args, dtype):
     v0 = v0 / jnp.linalg.norm(v0)
     row = {"S": s, "D": d, "n": n, "k": k}
 
-    mf = jax.jit(lambda x: lyapunov_spectrum(f, x, args.T, k, key=key).exponents)
+    mf = jax.jit(lambda x: lyapunov_spectrum(f, x, args.T, k, key=key, method="qr").exponents)
     row["le_matfree_s"], row["le_matfree_warmup_s"], le_mf = timed(mf, x0, repeats=args.repeats)
     pw = jax.jit(lambda x: matrix_free_norm(f, x, v0, args.power_iters))
     row["norm_power_s"], row["norm_power_warmup_s"], sig_p = timed(pw, x0, repeats=args.repeats)
