@@ -26,7 +26,17 @@ __all__ = [
     "null_directions", "contribution_index", "msa_contribution_index", "msa_cosine",
     "pseudo_energy_trajectory", "symmetric_jacobian", "chunk_norm", "normalize", "omega_rotation", "pi",
     "proj", "rms_norm", "EnergyPenalty", "JacobianPenalty", "SpecPenalty", "jacobian_penalty",
-    "jacobian_penalty_init", "r_e_multi", "r_e_single", "spec_init", "spec_penalty",
+    "jacobian_penalty_init", "r_e_multi", "r_e_single", "spec_init", "spec_penalty", "solve",
 ]
 
 __version__ = "0.1.0"
+
+
+def __getattr__(name):
+    """``rsa_jax.solve``, imported on first use (it loads Flax and the shipped models' code)."""
+    if name == "solve":
+        import importlib
+        module = importlib.import_module("rsa_jax.solve")   # a callable module: rsa_jax.solve(puzzles) solves
+        globals()["solve"] = module
+        return module
+    raise AttributeError(f"module 'rsa_jax' has no attribute {name!r}")

@@ -32,6 +32,43 @@ def candidate_key(key: jax.Array, batch_index: int, k: int = 0) -> jax.Array:
     return jax.random.fold_in(jax.random.fold_in(key, batch_index), k)
 
 
+def check_puzzles(digits, given=None, name: str = "digits"):
+    """``digits`` as an int32 ``(B, 81)`` NumPy array, or a ``ValueError`` / ``TypeError`` naming ``name``.
+
+    Digits must be integers 0..9 (0 = blank; the embedding has 10 rows, and other values gave NaN
+    logits without an error); ``given``, if passed, must have the same shape.
+    """
+    a = np.asarray(digits)
+    if a.dtype.kind not in "iub":
+        raise TypeError(f"{name} must be integers 0..9 (0 = blank); got dtype {a.dtype}")
+    if a.ndim != 2 or a.shape[-1] != 81:
+        raise ValueError(f"{name} must be (B, 81) (a batch of puzzles; one puzzle: digits[None]); got {a.shape}")
+    if a.size and (a.min() < 0 or a.max() > 9):
+        raise ValueError(f"{name} must be digits 0..9 (0 = blank); got values in [{a.min()}, {a.max()}]")
+    if given is not None and np.shape(given) != a.shape:
+        raise ValueError(f"given must have the shape of {name}, {a.shape}; got {np.shape(given)}")
+    return a.astype(np.int32)
+
+
+def vote_predictions(model, digits, given, K: int, steps: int, key: jax.Array | None = None, chunk: int = 16):
+    """Energy voting without solutions: ``(predictions (B, 81), energies (K, B))``, per puzzle the
+    lowest-energy of ``K`` candidates (the keys and energies of :func:`energy_voting`, for one batch)."""
+    digits = check_puzzles(digits, given)
+    if K < 1 or chunk < 1:
+        raise ValueError(f"K and chunk must be >= 1, got K={K}, chunk={chunk}")
+    key = jax.random.PRNGKey(0) if key is None else key
+    graphdef, state = nnx.split(model)
+    preds, energies = [], []
+    for k0 in range(0, K, chunk):
+        keys = jnp.stack([candidate_key(key, 0, k) for k in range(k0, min(k0 + chunk, K))])
+        p, e = jax.device_get(_vote_candidates(graphdef, state, jnp.asarray(digits), jnp.asarray(given, bool), keys,
+                                               steps=int(steps)))
+        preds.append(p)
+        energies.append(e)
+    energies = np.concatenate(energies)
+    return select_min_energy(np.concatenate(preds), energies)[0], energies
+
+
 def _digits(logits):
     return (jnp.argmax(logits, axis=-1) + 1).astype(jnp.int32)
 
@@ -83,6 +120,7 @@ def predict(model, digits, given, key: jax.Array, steps: int) -> np.ndarray:
       key: PRNG key of the random initial state.
       steps: T_eval.
     """
+    digits = check_puzzles(digits, given)
     graphdef, state = nnx.split(model)
     out = _predict_at(graphdef, state, jnp.asarray(digits, jnp.int32), jnp.asarray(given, bool), key,
                       steps=(int(steps),))
@@ -112,6 +150,7 @@ def evaluate_boards(model, sudoku_set: SudokuSet, steps_list: Sequence[int] = PA
     Returns:
       ``{"steps": [T...], "board_acc": [...], "cell_acc": [...]}`` (sorted by T), plus ``predictions``.
     """
+    check_puzzles(sudoku_set.puzzles, name="sudoku_set.puzzles")
     steps = tuple(sorted({int(t) for t in steps_list}))
     if not steps or steps[0] < 0:
         raise ValueError(f"steps_list must hold non-negative T values, got {steps_list}")
@@ -143,7 +182,7 @@ def energy_voting(model, sudoku_set: SudokuSet, K: int = 100, steps: int = 128, 
     """AKOrN's energy-based voting: K random initial states per puzzle, keep the lowest-energy run.
 
     The energy of a run is the pseudo-energy ``-Tr(X^T (C + MSA(X)))`` (``rsa_jax.energy``) summed
-    over the visited states x_1 .. x_T (SPEC: "lowest energy (summed over steps)").
+    over the visited states x_1 .. x_T (lowest energy summed over the steps, as in AKOrN's code).
 
     Args:
       model: a ``SudokuModel``.
@@ -159,6 +198,7 @@ def energy_voting(model, sudoku_set: SudokuSet, K: int = 100, steps: int = 128, 
       ``energies (n, K)``, ``chosen (n,)`` candidate index, and two references: ``single_board_acc``
       (candidate 0 alone, = ``evaluate_boards`` at ``steps``) and ``oracle_board_acc`` (some candidate right).
     """
+    check_puzzles(sudoku_set.puzzles, name="sudoku_set.puzzles")
     if K < 1 or chunk < 1:
         raise ValueError(f"K and chunk must be >= 1, got K={K}, chunk={chunk}")
     key = jax.random.PRNGKey(0) if key is None else key
@@ -276,7 +316,7 @@ def monitor_rollout(model, digits, given, steps: int, key: jax.Array, *, solutio
     if steps < 0 or contribution_every < 0 or contribution_puzzles < 1:
         raise ValueError(f"need steps >= 0, contribution_every >= 0, contribution_puzzles >= 1; got {steps}, "
                          f"{contribution_every}, {contribution_puzzles}")
-    digits, given = jnp.asarray(digits, jnp.int32), jnp.asarray(given, bool)
+    digits, given = jnp.asarray(check_puzzles(digits, given)), jnp.asarray(given, bool)
     target = jnp.zeros_like(digits) if solutions is None else jnp.asarray(solutions, jnp.int32)
     blank = ~given
     graphdef, state = nnx.split(model)

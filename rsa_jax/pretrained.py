@@ -137,10 +137,16 @@ def load_file(file):
         with np.load(p, allow_pickle=False) as z:
             arrays = {k: z[k] for k in z.files}
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
-        raise PretrainedError(f"{p}: not a readable rsa_jax checkpoint ({type(e).__name__}: {e})") from e
+        why = ("it holds pickled object arrays, which rsa_jax never writes and will not unpickle: loading them "
+               "could run code from the file") if "allow_pickle" in str(e) else f"{type(e).__name__}: {e}"
+        raise PretrainedError(f"{p}: not a readable rsa_jax checkpoint ({why}); re-download or re-export it "
+                              "(python -m rsa_jax.pretrained export)") from e
     if _CONFIG_KEY not in arrays:
         raise PretrainedError(f"{p}: no {_CONFIG_KEY} entry; not written by rsa_jax.pretrained.save")
-    record = json.loads(str(arrays.pop(_CONFIG_KEY)))
+    try:
+        record = json.loads(str(arrays.pop(_CONFIG_KEY)))
+    except json.JSONDecodeError as e:
+        raise PretrainedError(f"{p}: its {_CONFIG_KEY} entry is not JSON ({e}); the file is corrupt") from e
     model, cfg = _build(record, p)
     return _assign(model, arrays, p), cfg
 
