@@ -39,9 +39,12 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from rsa_jax.train import (CHECKPOINT_DIR, CONFIG_FILE, METRICS_FILE, RunLane, Task, TrainConfig,
-                           checkpoint_manager, config_record, init_train_state, make_optimizer, make_penalties,
-                           make_train_step, merge_model, read_history, restore_checkpoint, run_loop, split_model)
+from rsa_jax.runs import (CHECKPOINT_DIR, CONFIG_FILE, METRICS_FILE, checkpoint_manager, config_record, read_history,
+                          restore_checkpoint)
+from rsa_jax.train import RunLane, run_loop
+from rsa_jax.train_config import Task, TrainConfig
+from rsa_jax.train_state import (init_train_state, make_optimizer, make_penalties, make_train_step, merge_model,
+                                 split_model)
 
 MULTISEED_FILE = "multiseed.json"
 
@@ -157,16 +160,3 @@ def train_multiseed(cfg: TrainConfig, task: Union[Task, Callable[[TrainConfig], 
             for m in mngrs:
                 m.close()
     return [merge_model(graphdef, unstack_tree(state.ema_params, i), rest) for i in range(len(seeds))], histories
-
-
-def main(argv=None):
-    """``python -m rsa_jax.multiseed --seeds 0 1 2 3 4 [--model-kind itrsa] [--out DIR] ...``: Sudoku, S seeds.
-
-    The command lives with its task: it is ``python -m rsa_jax.tasks.sudoku --seeds ...``
-    (:func:`rsa_jax.tasks.sudoku.main`) with ``--seeds`` defaulting to 0 1 2 3 4."""
-    import importlib   # by name, not an import statement: rsa_jax.tasks.sudoku imports this module
-    return importlib.import_module("rsa_jax.tasks.sudoku").main(argv, default_seeds=(0, 1, 2, 3, 4))
-
-
-if __name__ == "__main__":
-    main()

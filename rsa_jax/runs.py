@@ -16,17 +16,16 @@ from __future__ import annotations
 import dataclasses
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Optional
+from typing import Callable, Optional
 
 import jax
 import orbax.checkpoint as ocp
 from flax import nnx
 
 from rsa_jax.config import class_path, config_from_dict, config_to_dict, import_path
+from rsa_jax.train_config import Task, TrainConfig
 from rsa_jax.train_state import TrainState, merge_model, split_model
 
-if TYPE_CHECKING:   # annotations only: rsa_jax.train imports this module
-    from rsa_jax.train import Task, TrainConfig
 
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.jsonl"

@@ -8,21 +8,21 @@
 
 The loop that drives these (logging, NaN checks, resume, evaluation) is :mod:`rsa_jax.train`; the
 checkpoints of the state are :mod:`rsa_jax.runs`. ``rsa_jax.train`` re-exports every name here.
-``cfg`` is a :class:`rsa_jax.train.TrainConfig` (any object with its optimizer and EMA fields works);
-``task`` anything with ``loss_fn`` (:class:`rsa_jax.train.Task`).
+``cfg`` is a :class:`rsa_jax.train_config.TrainConfig` (any object with its optimizer and EMA fields works);
+``task`` anything with ``loss_fn`` (:class:`rsa_jax.train_config.Task`).
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, NamedTuple, Optional, Sequence
+from typing import Any, NamedTuple, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
 import optax
 from flax import nnx
 
-if TYPE_CHECKING:   # annotations only: rsa_jax.train imports this module
-    from rsa_jax.train import Task, TrainConfig
+from rsa_jax.train_config import Task, TrainConfig
+
 
 
 class TrainState(NamedTuple):
@@ -101,7 +101,7 @@ def merge_model(graphdef, params, rest=None) -> nnx.Module:
 def ema_update(ema, params, step, *, decay: float = 0.995, every: int = 10, after: int = 100,
                power: float = 2 / 3):
     """One EMA update after optimizer step number ``step`` (0-based, traced ok); see
-    :class:`rsa_jax.train.TrainConfig` (whose defaults these are). The decay is computed in float32
+    :class:`rsa_jax.train_config.TrainConfig` (whose defaults these are). The decay is computed in float32
     and cast to each leaf's dtype."""
     step = jnp.asarray(step)
     n = (step - after).astype(jnp.float32)

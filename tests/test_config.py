@@ -27,7 +27,8 @@ def _main_class(name, like=None):
 
 
 def test_class_path_of_library_classes():
-    assert class_path(TrainConfig) == "rsa_jax.train:TrainConfig"
+    assert class_path(TrainConfig) == "rsa_jax.train_config:TrainConfig"
+    assert import_path("rsa_jax.train_config:TrainConfig") is TrainConfig
     assert class_path(ModelConfig(kind="itrsa", d=8, heads=2)) == "rsa_jax.models.sudoku:ModelConfig"
     assert import_path("rsa_jax.train:TrainConfig") is TrainConfig
 

@@ -1,8 +1,10 @@
 """The shape of the code base: no import cycle among the project's modules, library modules of a readable size.
 
-Imports are read from the source (every ``import`` statement, at module level or inside a function;
-those under ``if TYPE_CHECKING:`` are annotations only and skipped), so a cycle that only closes
-when some function runs is found too.
+Imports are read from the source: every ``import`` statement, at module level or inside a function,
+under ``if TYPE_CHECKING:`` too, and every ``importlib.import_module("rsa_jax...")`` (or
+``__import__``) call with a literal module name, so a cycle that only closes when some function runs,
+or that is hidden from the interpreter, is found too. (Look-ups by a name held in a variable, as
+:mod:`rsa_jax.config` does for recorded class paths, are not imports of a particular module.)
 """
 
 from __future__ import annotations
@@ -30,10 +32,16 @@ def _modules() -> dict:
     return out
 
 
-def _is_type_checking(node) -> bool:
-    test = node.test
-    return isinstance(node, ast.If) and (getattr(test, "id", None) == "TYPE_CHECKING"
-                                         or getattr(test, "attr", None) == "TYPE_CHECKING")
+def _literal_import(node) -> str | None:
+    """The module named by ``importlib.import_module("m")``, ``import_module("m")`` or ``__import__("m")``
+    with a literal string, else None."""
+    if not isinstance(node, ast.Call) or not node.args:
+        return None
+    func, arg = node.func, node.args[0]
+    name = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", None)
+    if name in ("import_module", "__import__") and isinstance(arg, ast.Constant) and isinstance(arg.value, str):
+        return arg.value
+    return None
 
 
 def _imports(path: Path, name: str, modules: dict) -> set:
@@ -43,10 +51,8 @@ def _imports(path: Path, name: str, modules: dict) -> set:
 
     def visit(node):
         for child in ast.iter_child_nodes(node):
-            if isinstance(child, ast.If) and _is_type_checking(child):
-                for sub in child.orelse:
-                    visit(sub)
-                continue
+            if (literal := _literal_import(child)) is not None:
+                found.update(_parents(literal))
             if isinstance(child, ast.Import):
                 found.update(a.name for a in child.names)
             elif isinstance(child, ast.ImportFrom):
@@ -61,6 +67,13 @@ def _imports(path: Path, name: str, modules: dict) -> set:
 
     visit(ast.parse(path.read_text(), str(path)))
     return {m for m in found if m in modules and m != name}
+
+
+def _parents(dotted: str) -> list:
+    """``a.b.c`` -> ``[a.b.c, a.b]``: importing a module imports its packages (``a`` alone is left out, as
+    for import statements: every module is below its top-level package)."""
+    parts = dotted.split(".")
+    return [".".join(parts[:k]) for k in range(len(parts), 1, -1)]
 
 
 def _graph() -> dict:
@@ -94,6 +107,19 @@ def _find_cycle(graph: dict):
     return None
 
 
+def test_the_checker_counts_hidden_imports(tmp_path):
+    """Imports under ``TYPE_CHECKING`` and ``import_module`` / ``__import__`` with a literal name count;
+    a look-up by a variable does not."""
+    src = tmp_path / "m.py"
+    src.write_text("from typing import TYPE_CHECKING\nimport importlib\n"
+                   "if TYPE_CHECKING:\n    from rsa_jax.train import Task\n"
+                   "def f(name):\n    importlib.import_module('rsa_jax.tasks.sudoku')\n"
+                   "    importlib.import_module(name)\n    return __import__('rsa_jax.multiseed')\n")
+    modules = _modules()
+    assert _imports(src, "rsa_jax.m", modules) == {"rsa_jax.train", "rsa_jax.tasks.sudoku", "rsa_jax.tasks",
+                                                   "rsa_jax.multiseed"}
+
+
 def test_the_checker_finds_a_cycle():
     assert _find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": set()}) == ["a", "b", "c", "a"]
     assert _find_cycle({"a": {"b"}, "b": set()}) is None
@@ -104,6 +130,8 @@ def test_no_import_cycle():
     assert "rsa_jax.train" in graph and "rsa_jax.tasks.sudoku" in graph
     assert "rsa_jax.train" in graph["rsa_jax.tasks.sudoku"]      # the task builds on the trainer ...
     assert "rsa_jax.tasks.sudoku" not in graph["rsa_jax.train"]  # ... never the reverse
+    for low in ("rsa_jax.train_state", "rsa_jax.runs", "rsa_jax.train", "rsa_jax.multiseed"):
+        assert "rsa_jax.train_config" in graph[low]               # the training types come from below
     cycle = _find_cycle(graph)
     assert cycle is None, " -> ".join(cycle)
 

@@ -200,7 +200,7 @@ def test_load_model_round_trip(reference_run):
     # the EMA (not the raw parameters) is what is loaded
     _, state = _final_state(Path(cfg.out))
     tree_equal(split_model(model)[1], state["ema_params"])
-    assert json.loads((Path(cfg.out) / "config.json").read_text())["config_class"] == "rsa_jax.train:TrainConfig"
+    assert json.loads((Path(cfg.out) / "config.json").read_text())["config_class"] == "rsa_jax.train_config:TrainConfig"
 
 
 def test_old_run_with_main_config_class_loads(tmp_path, reference_run):
@@ -221,20 +221,32 @@ CLI_FLAGS = ["--model-kind", "itrsa", "--model-d", "16", "--model-heads", "2", "
              "--epochs", "1", "--train-limit", "40", "--eval-limit", "20", "--eval-every", "1", "--no-progress"]
 
 
+def test_run_recorded_under_the_old_class_name_loads(tmp_path, reference_run):
+    """Every run written before rsa_jax.train_config existed names ``rsa_jax.train:TrainConfig`` (the re-export)."""
+    import shutil
+    cfg, _, model_ref, _ = reference_run
+    old = tmp_path / "old"
+    shutil.copytree(cfg.out, old)
+    rec = json.loads((old / "config.json").read_text())
+    rec["config_class"] = "rsa_jax.train:TrainConfig"
+    (old / "config.json").write_text(json.dumps(rec))
+    model, cfg2 = load_model(old)
+    assert type(cfg2) is TrainConfig and cfg2 == cfg
+    tree_equal(nnx.state(model), nnx.state(model_ref))
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("module", ["rsa_jax.tasks.sudoku", "rsa_jax.train"])
-def test_cli_run_loads_back(tmp_path, module):
-    """The issue's reproduction: a run of the training command (``python -m``, a separate process)
-    loads with ``load_model``. ``python -m rsa_jax.train`` is the old name of the command."""
+def test_cli_run_loads_back(tmp_path):
+    """The issue's reproduction: a run of the training command (``python -m rsa_jax.tasks.sudoku``, a
+    separate process) loads with ``load_model``."""
     out = tmp_path / "r"
     env = {**os.environ, "JAX_ENABLE_X64": "0"}
-    proc = subprocess.run([sys.executable, "-m", module, *CLI_FLAGS, "--out", str(out)], env=env,
+    proc = subprocess.run([sys.executable, "-m", "rsa_jax.tasks.sudoku", *CLI_FLAGS, "--out", str(out)], env=env,
                           capture_output=True, text=True, timeout=600, cwd=Path(__file__).resolve().parents[1])
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert "eval/board_acc" in json.loads(proc.stdout[proc.stdout.index("{"):])
     rec = json.loads((out / "config.json").read_text())
-    assert rec["config_class"] == "rsa_jax.train:TrainConfig", rec["config_class"]
-    assert ("rsa_jax.tasks.sudoku" in proc.stderr) == (module == "rsa_jax.train")    # the note naming the command
+    assert rec["config_class"] == "rsa_jax.train_config:TrainConfig", rec["config_class"]
     with jax.enable_x64(False):
         model, cfg = load_model(out)
     assert type(cfg) is TrainConfig and cfg.model == ModelConfig(kind="itrsa", d=16, heads=2)
