@@ -77,8 +77,15 @@ class SudokuModel(LoopedCore):
         Returns:
           ``(c, x0)``, each ``(B, 81, D)``.
         """
-        if digits.shape[-1] != CELLS or given.shape != digits.shape:
-            raise ValueError(f"digits and given must both be (B, 81); got {digits.shape} and {given.shape}")
+        if digits.ndim != 2 or digits.shape[-1] != CELLS or given.shape != digits.shape:
+            raise ValueError(f"digits and given must both be (B, 81) (one puzzle: digits[None]); got {digits.shape} "
+                             f"and {given.shape}")
+        if not jnp.issubdtype(digits.dtype, jnp.integer):
+            raise TypeError(f"digits must be integers 0..9 (0 = blank); got dtype {digits.dtype}")
+        if not isinstance(digits, jax.core.Tracer) and digits.size and not (0 <= int(digits.min()) and
+                                                                            int(digits.max()) <= 9):
+            raise ValueError(f"digits must be 0..9 (0 = blank); got values in [{int(digits.min())}, "
+                             f"{int(digits.max())}]")
         c = self.add_position(self.embed(digits))
         noise = jax.random.normal(key, c.shape, c.dtype)
         g = given[..., None].astype(c.dtype)
