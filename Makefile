@@ -3,13 +3,19 @@ OUT ?= outputs
 FULL ?=
 ARGS ?=
 
-.PHONY: install test sudoku-ood claims bench figures gpu-run clean
+.PHONY: install test docs sudoku-ood claims bench figures gpu-run clean
 
 install:
 	$(PYTHON) -m pip install -e ".[test]"
 
 test:
 	$(PYTHON) -m pytest tests
+
+# API reference from the docstrings (pdoc, in the test extra): $(DOCS)/index.html. rsa_jax's __all__ hides its
+# modules from pdoc, so the others are listed (subpackages bring their own). tests/test_docs.py builds it.
+DOCS ?= $(OUT)/docs
+docs:
+	$(PYTHON) -m pdoc --docformat google -o $(DOCS) rsa_jax $$($(PYTHON) -c "import pkgutil, rsa_jax; print(*(m.name for m in pkgutil.iter_modules(rsa_jax.__path__, 'rsa_jax.') if m.name[8:] not in rsa_jax.__all__))")
 
 sudoku-ood:
 	$(PYTHON) -m experiments.sudoku_ood $(if $(FULL),--full) --out $(OUT)/sudoku_ood $(ARGS)

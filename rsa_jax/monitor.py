@@ -1,6 +1,6 @@
 """Pseudo-energy monitoring (sec. 6.3): energy along a trajectory, its quadratic-form reading.
 
-SPEC: ``E_pseudo(t) = -Tr(X_t^T (C + MSA(X_t)))``. Writing ``J_t`` for the Jacobian of the map
+Paper, sec. 6.3: ``E_pseudo(t) = -Tr(X_t^T (C + MSA(X_t)))``. Writing ``J_t`` for the Jacobian of the map
 ``X -> MSA(X)`` at ``X_t`` (flattened row-major, ``(S*D, S*D)``), ``vec(MSA(X_t)) ~ J_t x_t``, so the
 attention part of the pseudo-energy is ``-x_t^T J_t x_t = -x_t^T S_t x_t / 2`` with the symmetric
 ``S_t = J_t + J_t^T``. The *contribution index* is the share of ``||x_t||^2`` on the eigenvectors
@@ -147,7 +147,7 @@ def contribution_index(g: Map, x: jnp.ndarray, top_frac: float = 0.02, *,
 
 
 def msa_contribution_index(attn: dict, x: jnp.ndarray, top_frac: float = 0.02) -> jnp.ndarray:
-    """``contribution_index`` with ``J_t`` the Jacobian of ``X -> MSA(X)`` (SPEC sec. 6.3); ``x`` is ``(S, D)``."""
+    """``contribution_index`` with ``J_t`` the Jacobian of ``X -> MSA(X)`` (paper, sec. 6.3); ``x`` is ``(S, D)``."""
     return contribution_index(lambda z: msa(attn, z), x, top_frac)
 
 

@@ -5,7 +5,7 @@ the whole token (``N = D``); with an integer ``n`` it acts on each consecutive `
 chunk ("oscillator") of a token independently, as in AKOrN. All functions are pure and
 jit/vmap/jacfwd-able.
 
-Conventions (SPEC.md "Notation"):
+Conventions (the paper's notation; appendix A.1, Lemmas A.2/A.3):
   Pi(Y)_i      = Y_i / ||Y_i||
   Proj_X(Y)_i  = (I - X_i X_i^T) Y_i
   RMSNorm(Y)_i = gamma * Y_i / ||Y_i||        (Pi is the case gamma = 1)

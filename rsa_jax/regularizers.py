@@ -4,7 +4,7 @@ All penalties are pure functions of parameter dicts (layout of ``rsa_jax.attenti
 explicit state pytree, so they jit, vmap and differentiate like any loss term. Nothing here
 imports a model or Flax; the adapter classes at the bottom use duck typing only.
 
-Weight-spectrum penalty (SPEC "Energies and their conditions"; Lewandowski et al. 2025)::
+Weight-spectrum penalty (the paper's spectral regularization, Fig. 5; Lewandowski et al. 2025)::
 
     R_Spec = sum_{W in W^Q, W^K, W^V, W^O} (sigma_max(W)^2 - 1)^2 + sum_{b in b^Q, b^K, b^V, b^O} ||b||^4
 
@@ -29,7 +29,8 @@ State-Jacobian penalty: ``mean_{t, b} (||J_t||_2 - target)^2`` with ``J_t = d st
   parameters, then ``sigma = ||J_t v||`` re-evaluated with live parameters (one ``jax.jvp``), so
   the gradient w.r.t. the parameters is ``u^T (dJ_t) v``, again exact at convergence.
 
-Energy penalties (SPEC; appendix B.2): ``R_E-single = ||W^V W^O - (W^V W^O)^T||_F^2`` (H = 1) and
+Energy penalties (appendix B.2, eq. 88; the conditions of Props. 4.1/4.2, appendix A.2/A.3):
+  ``R_E-single = ||W^V W^O - (W^V W^O)^T||_F^2`` (H = 1) and
   ``R_E-multi = sum_h ||W^V_h W^O_h - (W^V_h W^O_h)^T||_F^2`` (each ``W^V_h W^O_h`` is D x D),
   with ``rsa_jax.attention.orthogonal`` (re-exported here) to keep the full W^V, W^O orthogonal.
 """
@@ -370,7 +371,7 @@ def r_e_single(attn: dict) -> jnp.ndarray:
 def r_e_multi(attn: dict) -> jnp.ndarray:
     """``R_E-multi = sum_h ||W^V_h W^O_h - (W^V_h W^O_h)^T||_F^2`` with ``W^V_h W^O_h`` D x D.
 
-    SPEC pairs it with orthogonal full ``W^V, W^O`` (see ``orthogonal``). Without ``wo``,
+    The paper pairs it with orthogonal full ``W^V, W^O`` (see ``orthogonal``). Without ``wo``,
     ``W^O_h = I``.
     """
     return _asym_sq(value_output_products(attn))
@@ -454,7 +455,7 @@ class JacobianPenalty:
 class EnergyPenalty:
     """``lam * R_E-multi`` (``kind="multi"``) or ``lam * R_E-single`` (``kind="single"``, H = 1).
 
-    aux keys needed: none. State: ``()``. Keeping W^V, W^O orthogonal (as SPEC pairs with R_E-multi)
+    aux keys needed: none. State: ``()``. Keeping W^V, W^O orthogonal (as the paper pairs with R_E-multi, Prop. 4.2)
     is a parametrization of the model (``orthogonal_value_output``), not part of this penalty.
     """
 

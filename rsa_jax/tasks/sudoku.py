@@ -1,4 +1,4 @@
-"""The Sudoku task (SPEC "Sudoku protocol"): train on SATNet, cross-entropy over all 81 cells at step T.
+"""The Sudoku task (the paper's protocol, appendix B.1): train on SATNet, cross-entropy over all 81 cells at step T.
 
     cfg = TrainConfig(model=ModelConfig(kind="itrsa", d=64, heads=4), train_limit=500, out="runs/x")
     model, history = train(cfg, sudoku_task(cfg))
