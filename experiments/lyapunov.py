@@ -2,8 +2,10 @@
 
 For each model and each setting, the exponents ``lambda_i = (1/T) ln sigma_i(d f^T / d X0)`` of the
 T-fold composition of one ItrSA step are computed at X0 of a SATNet test puzzle
-(``rsa_jax.lyapunov.lyapunov_spectrum``: full spectrum with one Ritz sweep by default, which is the
-B.3 definition exactly; ``--k`` for the leading k only). Reported per model and setting:
+(``rsa_jax.lyapunov.lyapunov_spectrum``, whose default is the B.3 definition: full spectrum with one Ritz
+sweep, which is exact; ``--k`` for the leading k only, by subspace iteration with ``--sweeps`` sweeps; ``--sweeps
+0`` would be the classical Benettin QR estimator, which is *not* the definition at finite T). Reported per model
+and setting:
 
 * max LE: the largest exponent;
 * mean LE: the mean over the non-null exponents. A normalized model (Pi / RMSNorm per token) has one
@@ -18,7 +20,11 @@ Models (``--models``; untrained unless ``--checkpoint``: shipped model names (``
 ``.npz`` files or run directories; the paper used fully trained normalized models and models without
 normalization / symmetric SA trained for one epoch):
 
-* ``none``, ``pi``, ``rmsnorm``: ``SudokuModel(ModelConfig(kind="itrsa", norm=...))``;
+* ``none``, ``pi``, ``rmsnorm``: ``SudokuModel(ModelConfig(kind="itrsa", norm=...))``, the ItrSA step
+  ``X <- Norm(X + eta (C + MSA(X)))`` (eq. 9) with, at init: ``none`` no normalization (the state's norm is
+  free); ``pi`` every token projected onto the unit sphere, ``Pi(Y)_i = Y_i / ||Y_i||``; ``rmsnorm``
+  ``gamma * Pi(Y)_i`` with a learned gain gamma that starts at 1, so *untrained* ``rmsnorm`` is the same map
+  as ``pi`` and their rows and curves coincide (they differ only for trained checkpoints, whose gamma moved);
 * ``symmetric``: the ``rmsnorm`` model whose attention parameters are replaced by the generalized
   symmetric (energy) parametrization ``rsa_jax.attention.symmetric_multi_head(key, D, H)`` (Prop. 4.2:
   ``W^V_h = A_h`` symmetric, no ``W^O``, no biases); ``--symmetric-norm`` picks its normalization.
@@ -111,7 +117,8 @@ def exponent_sums(step, params, c, x0, *, T, num_null, chunk=None):
 def main(argv=None):
     p = make_parser("lyapunov", __doc__)
     p.add_argument("--models", nargs="+", default=["none", "pi", "rmsnorm", "symmetric"],
-                   choices=["none", "pi", "rmsnorm", "symmetric"], help="untrained model kinds (default: all four)")
+                   choices=["none", "pi", "rmsnorm", "symmetric"],
+                   help="untrained model kinds (default: all four; pi and rmsnorm coincide at init, gamma = 1)")
     p.add_argument("--checkpoint", nargs="+", default=None, metavar="NAME_OR_PATH",
                    help=f"{CHECKPOINT_HELP}, one or more; if given, these trained models replace --models")
     p.add_argument("--d", type=int, default=8, help="width D of untrained models (default 8; paper 512)")
@@ -130,7 +137,9 @@ def main(argv=None):
                    help="--paper-mean: OpenBLAS threads for its n x n QRs (default: every CPU; the rest of the "
                         "run keeps one, see experiments/__init__.py)")
     p.add_argument("--sweeps", type=int, default=None,
-                   help="refinement sweeps of lyapunov_spectrum (default 1 for the full spectrum, 10 with --k)")
+                   help="refinement sweeps of lyapunov_spectrum (default 1 for the full spectrum: exact; 10 with --k: "
+                        "subspace iteration on J^(T)T J^(T), the result's residual says how far it got; 0: the "
+                        "classical QR estimator, not the B.3 definition at finite T)")
     p.add_argument("--scale", type=float, nargs="+", default=[1.0], help="X0 multiplier(s) (default 1)")
     p.add_argument("--eta", type=float, nargs="+", default=[None], help="step size(s) eta (default: the model's)")
     p.add_argument("--wv-norm", type=float, nargs="+", default=[None], help="spectral norm(s) of W^V (default: as is)")
@@ -181,7 +190,7 @@ def main(argv=None):
             mx, mn = np.asarray(max_lyapunov(ex)), np.asarray(mean_lyapunov(ex, num_null))
             rec = {"model": label, "checkpoint": ckpt, "heads": int(params["attn"]["wq"].shape[0]), "scale": scale,
                    "eta": float(params["eta"]), "eta_overridden": eta is not None, "wv_norm": wv, "wo_norm": wo,
-                   "T": T, "warmup": warm, "num_null": num_null,
+                   "T": T, "warmup": warm, "num_null": num_null, "d": int(x0.shape[-1]),
                    "max_le": mx.mean(), "mean_le": mn.mean(), "max_le_per_sample": mx, "mean_le_per_sample": mn,
                    "seconds": time.perf_counter() - t0, "exponents": np.asarray(ex)}
             if args.paper_mean and args.k is not None:
@@ -209,21 +218,35 @@ def main(argv=None):
                   f"({secs:.1f}s)", flush=True)
     print()
     print_table(rows, ["model", "H", "scale", "eta", "|W^V|_2", "|W^O|_2", "T", "W", "M", "max LE", "mean LE", "s"])
+    if not args.checkpoint and {"pi", "rmsnorm"} <= set(args.models):
+        print("(untrained pi and rmsnorm are the same map: RMSNorm's gain gamma starts at 1)")
 
     swept = [s for s in SWEEPS if len({str(r[s]) for r in records}) > 1] or ["scale"]
     x = swept[0]
+    xs = [r[x] for r in records if r[x] is not None]
+    log_x = bool(xs) and min(xs) > 0 and max(xs) / min(xs) >= 10      # the sweep spans a decade or more
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.6))
     for ax, stat in zip(axes, ("max_le", "mean_le")):
         for i, label in enumerate(dict.fromkeys(r["model"] for r in records)):
             key = lambda r: "paper_mean_le" if stat == "mean_le" and "paper_mean_le" in r else stat
             pts = sorted((r[x], r[key(r)]) for r in records if r["model"] == label and r[x] is not None)
             if pts:  # markers and dashes differ so that coinciding models (pi = rmsnorm at init) stay visible
-                ax.plot(*zip(*pts), marker="os^vD"[i % 5], ls=["-", "--", ":", "-."][i % 4], ms=7 - i, label=label)
+                same = label == "rmsnorm" and not args.checkpoint and "pi" in args.models
+                ax.plot(*zip(*pts), marker="os^vD"[i % 5], ls=["-", "--", ":", "-."][i % 4], ms=7 - i,
+                        label="rmsnorm (= pi at init: gamma = 1)" if same else label)
+        if log_x:
+            ax.set_xscale("log")
         ax.axhline(0.0, color="gray", lw=0.8)
         ax.set(xlabel=x, ylabel=stat.replace("_le", " LE"), title=f"{stat.replace('_le', ' LE')} vs {x}")
     axes[0].legend(fontsize=8)
+    vals = lambda key: ",".join(str(v) for v in sorted({r[key] for r in records}))
+    state = (f"trained: {', '.join(map(str, args.checkpoint))}" if args.checkpoint
+             else f"untrained (init, seed {args.seed})")
+    title = (f"B.3 exponents ln sigma_i(J^(T))/T, T={vals('T')}, D={vals('d')}, H={vals('heads')}, {state}; "
+             f"X0 from {data.name} ({int(digits.shape[0])} puzzle(s))")
     if len(swept) > 1:
-        fig.suptitle(f"also varied: {', '.join(swept[1:])} (points overlap)", fontsize=8)
+        title += f"\nalso varied: {', '.join(swept[1:])} (points overlap)"
+    fig.suptitle(title, fontsize=8)
     fig.tight_layout()
     out = {"config": vars(args), "num_samples": int(digits.shape[0]), "data": data.name, "records": records}
     announce([save_json(out, args.out / "lyapunov.json"), save_figure(fig, args.out / "lyapunov.png")])
