@@ -54,6 +54,8 @@ from rsa_jax import pretrained
 from rsa_jax.runs import latest_step
 
 RESUME_DIR = "_resume"
+#: where a stale shipped model goes when its retrained successor ships (loadable by path, not by name)
+PREPARITY_DIR = "_preparity"
 # One line per `train` invocation that trained a run ({"command", "date", "device", "start_step", "preload": the
 # LD_PRELOAD it ran under, e.g. tcmalloc, or None}): it travels
 # with a parked run and goes into the manifest (``invocations``), since a model may take several sessions.
@@ -91,7 +93,8 @@ class Planned(NamedTuple):
 # after the pair that tests why R_Spec fails here.
 PLAN = (
     Planned("sudoku-itrsa-cpu", "itrsa", claim="baseline (ItrSA with RMSNorm)"),
-    Planned("sudoku-akorn-cpu", "akorn", claim="baseline (AKOrN)"),
+    # evaluated every epoch (90 steps): its curve is the learning-parity comparison with the official code
+    Planned("sudoku-akorn-cpu", "akorn", train={"eval_every": 1}, claim="baseline (AKOrN)"),
     Planned("sudoku-itrsa-nonorm-cpu", "itrsa", model={"norm": "none"}, train={"max_steps": 90, "checkpoint_every": 10},
             claim="max LE > 0 without normalization (trained one epoch, as the paper does: it diverges)"),
     Planned("sudoku-itrsa-symmetric-cpu", "itrsa",
@@ -161,14 +164,15 @@ def config(entry: Planned, steps: int, out: Path, budget: float | None):
 
 def status(entry: Planned, runs: Path) -> str:
     """``shipped``, ``shipped, not evaluated``, ``run/parked at step k`` or ``not started``."""
-    if finished(entry.name):
+    if finished(entry.name, entry):
         return "shipped" if evaluated(entry) else "shipped, not evaluated"
-    partial = "shipped partial, " if entry.name in pretrained.names() else ""
+    partial = ("shipped pre-parity (retrain), " if finished(entry.name) else "shipped partial, "
+               if entry.name in pretrained.names() else "")
     for where, run in (("run", runs / entry.name), ("parked", pretrained.root() / RESUME_DIR / entry.name)):
         step = latest_step(run)
         if step is not None:
             return f"{partial}{where} at step {step}"
-    return "not started"
+    return f"{partial}not started"
 
 
 def park(runs: Path, steps: int, ship_partial: bool = False, info: dict | None = None) -> list:
@@ -178,7 +182,7 @@ def park(runs: Path, steps: int, ship_partial: bool = False, info: dict | None =
     parked = []
     for entry in PLAN:
         run, dest = runs / entry.name, pretrained.root() / RESUME_DIR / entry.name
-        step = None if finished(entry.name) else latest_step(run)
+        step = None if finished(entry.name, entry) else latest_step(run)
         if step is None:
             continue
         if ship_partial:
@@ -197,9 +201,20 @@ def park(runs: Path, steps: int, ship_partial: bool = False, info: dict | None =
     return parked
 
 
-def finished(name: str) -> bool:
-    """Whether ``name`` is shipped and not marked partial."""
-    return name in pretrained.names() and not pretrained.manifest(name).get("partial")
+def finished(name: str, entry: Planned | None = None) -> bool:
+    """Whether ``name`` is shipped and not marked partial (and, given its plan ``entry``, not ``stale``)."""
+    return (name in pretrained.names() and not pretrained.manifest(name).get("partial")
+            and not (entry and stale(entry)))
+
+
+def stale(entry: Planned) -> bool:
+    """Whether shipped ``entry.name`` has another model config than the plan gives now: the AKOrN models
+    trained before the parity work (issue 32), whose records lack the fields that now default to the
+    official AKOrN parametrization. ``train`` retrains them and retires the old folder to ``PREPARITY_DIR``."""
+    from rsa_jax.config import config_from_dict
+    from rsa_jax.models.sudoku import ModelConfig
+    shipped = config_from_dict(ModelConfig, pretrained.manifest(entry.name)["model"])
+    return shipped != config(entry, 0, Path("."), None).model
 
 
 def evaluated(entry: Planned) -> bool:
@@ -246,7 +261,7 @@ def select(entries, out: Path, limit: int | None = 500, criterion: str = "board_
             groups.setdefault(e.group, []).append(e)
     result = {}
     for group, members in groups.items():
-        done = [e for e in members if finished(e.name)]
+        done = [e for e in members if finished(e.name, e)]
         per = {}
         for e in done:
             if "validation" not in pretrained.manifest(e.name):
@@ -365,10 +380,10 @@ def train_next(args) -> list:
     wanted = [e for e in PLAN if not args.only or e.name in args.only]
     if args.evaluate:   # models shipped earlier whose evaluation did not happen or failed
         for entry in wanted:
-            if finished(entry.name) and not evaluated(entry):
+            if finished(entry.name, entry) and not evaluated(entry):
                 evaluate(entry, args.out / entry.name, eval_args)
     reserve = args.eval_reserve if args.evaluate else 0.0
-    for entry in [e for e in wanted if not finished(e.name)]:
+    for entry in [e for e in wanted if not finished(e.name, e)]:
         left = args.budget - (time.time() - started) - reserve
         if left < args.min_budget:
             print(f"[{entry.name}] {left:.0f}s of the budget left (< {args.min_budget}s): stopping")
@@ -398,6 +413,12 @@ def train_next(args) -> list:
             print(f"[{entry.name}] stopped at step {step} of {cfg.max_steps}: resume with the same command")
             break
         info = {**note, **_info(entry, command), "invocations": _invocations(run)}
+        if finished(entry.name):   # a stale model (pre-parity): retire it, keep it loadable by path
+            retired = pretrained.root() / PREPARITY_DIR / entry.name
+            shutil.rmtree(retired, ignore_errors=True)
+            retired.parent.mkdir(exist_ok=True)
+            shutil.move(str(pretrained.root() / entry.name), retired)
+            print(f"[{entry.name}] the pre-parity model moved to {retired}", flush=True)
         pretrained.export_run(run, pretrained.root() / entry.name, info=info, step=note.get("steps"))
         shutil.rmtree(parked, ignore_errors=True)
         shipped.append(entry.name)

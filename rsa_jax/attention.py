@@ -7,6 +7,8 @@ Parameters are a plain dict with per-head blocks (H heads, head width D_H, value
   ``wo``:     ``(H, D_V, D)``  -- W^O_h, the h-th row block of W^O (optional)
   ``bq, bk``: ``(H, D_H)``, ``bv``: ``(H, D_V)``, ``bo``: ``(D,)`` (all optional)
   ``gta``:    ``(S, D_H/2)`` per-token rotation angles (optional; GTA positions, see ``sa_heads``)
+  ``gta_mats``: ``(4, S, D_H/2, 2, 2)`` per-token 2x2 matrices for q, k, v and the output (optional;
+              the official AKOrN code's GTA, learned unconstrained; see ``sa_heads``)
 
   SA_h(X) = softmax(beta (X W^Q_h + b^Q_h)(X W^K_h + b^K_h)^T) (X W^V_h + b^V_h)
   MSA(X)  = sum_h SA_h(X) W^O_h + b^O       (without ``wo``: sum_h SA_h(X), needs D_V = D)
@@ -26,39 +28,49 @@ Params = dict
 
 
 def init_attention(key: jax.Array, d: int, heads: int, *, bias: bool = False, out_proj: bool = True,
-                   dtype=jnp.float32, std: float | None = None) -> Params:
+                   dtype=jnp.float32, std: float | None = None, dist: str = "normal") -> Params:
     """Random MSA parameters with ``D_H = D_V = D / heads``, entries N(0, std^2).
+
+    ``dist="torch"`` draws as PyTorch's default ``nn.Linear`` / 1x1 ``nn.Conv2d`` initialization
+    does (the official AKOrN code's ``W_qkv``, ``W_o``): weights *and* biases U(-1/sqrt(D), 1/sqrt(D));
+    ``std`` must then be None.
 
     Args:
       key: PRNG key.
       d: model width D.
       heads: number of heads H, must divide D.
-      bias: include ``bq, bk, bv, bo`` (zeros).
+      bias: include ``bq, bk, bv, bo`` (zeros; drawn like the weights with ``dist="torch"``).
       out_proj: include ``wo``; without it D_V = D.
       dtype: parameter dtype.
       std: weight scale; default ``1 / sqrt(D)``.
+      dist: ``"normal"`` or ``"torch"`` (see above).
 
     Returns:
       The parameter dict described in the module docstring.
     """
     if heads <= 0 or d % heads:
         raise ValueError(f"heads={heads} must divide D={d}")
+    if dist not in ("normal", "torch") or (dist == "torch" and std is not None):
+        raise ValueError(f"dist must be 'normal' or 'torch' (the latter without std); got {dist!r}, std={std}")
     dh = d // heads
     dv = dh if out_proj else d
     std = 1.0 / math.sqrt(d) if std is None else std
-    kq, kk, kv, ko = jax.random.split(key, 4)
-    p = {
-        "wq": std * jax.random.normal(kq, (heads, d, dh), dtype),
-        "wk": std * jax.random.normal(kk, (heads, d, dh), dtype),
-        "wv": std * jax.random.normal(kv, (heads, d, dv), dtype),
-    }
+    if dist == "torch":
+        kq, kk, kv, ko, kb = jax.random.split(key, 5)
+        bound = 1.0 / math.sqrt(d)   # fan_in = D for W_qkv and W_o
+        draw = lambda k, shape: jax.random.uniform(k, shape, dtype, -bound, bound)
+    else:   # the draws of every earlier version
+        kq, kk, kv, ko = jax.random.split(key, 4)
+        draw = lambda k, shape: std * jax.random.normal(k, shape, dtype)
+    p = {"wq": draw(kq, (heads, d, dh)), "wk": draw(kk, (heads, d, dh)), "wv": draw(kv, (heads, d, dv))}
     if out_proj:
-        p["wo"] = std * jax.random.normal(ko, (heads, dv, d), dtype)
+        p["wo"] = draw(ko, (heads, dv, d))
     if bias:
-        p |= {"bq": jnp.zeros((heads, dh), dtype), "bk": jnp.zeros((heads, dh), dtype),
-              "bv": jnp.zeros((heads, dv), dtype)}
-        if out_proj:
-            p["bo"] = jnp.zeros((d,), dtype)
+        shapes = {"bq": (heads, dh), "bk": (heads, dh), "bv": (heads, dv)} | ({"bo": (d,)} if out_proj else {})
+        if dist == "torch":
+            p |= {k: draw(kk_, shape) for (k, shape), kk_ in zip(shapes.items(), jax.random.split(kb, 4))}
+        else:
+            p |= {k: jnp.zeros(shape, dtype) for k, shape in shapes.items()}
     return p
 
 
@@ -84,6 +96,9 @@ def check_attention(params: Params, x: jnp.ndarray) -> None:
     if "gta" in params and (params["gta"].shape != (x.shape[-2], dh // 2) or dv != dh):
         raise ValueError(f"gta angles must have shape (S, D_H/2) = {(x.shape[-2], dh // 2)} with D_V = D_H; "
                          f"got {shapes['gta']} and D_V={dv}")
+    if "gta_mats" in params and (params["gta_mats"].shape != (4, x.shape[-2], dh // 2, 2, 2) or dv != dh):
+        raise ValueError(f"gta_mats must have shape (4, S, D_H/2, 2, 2) = {(4, x.shape[-2], dh // 2, 2, 2)} with "
+                         f"D_V = D_H; got {shapes['gta_mats']} and D_V={dv}")
 
 
 def _beta(params: Params, beta: float | None) -> float:
@@ -98,7 +113,23 @@ def _qkv(params: Params, x: jnp.ndarray):
         q, k, v = (a + b[:, None, :] for a, b in ((q, params["bq"]), (k, params["bk"]), (v, params["bv"])))
     if "gta" in params:  # GTA: express q, k, v in each token's own frame, rho_i^T a_i
         q, k, v = (rotate_pairs(a, -params["gta"]) for a in (q, k, v))
+    if "gta_mats" in params:  # official AKOrN GTA: free 2x2 matrices per token and channel pair
+        q, k, v = (mul_pairs(a, m) for a, m in zip((q, k, v), params["gta_mats"][:3]))
     return q, k, v
+
+
+def mul_pairs(a: jnp.ndarray, mats: jnp.ndarray) -> jnp.ndarray:
+    """Multiplies channel pairs ``(2p, 2p+1)`` of each token by a per-token 2x2 matrix.
+
+    Args:
+      a: ``(..., S, E)`` with even E.
+      mats: ``(S, E // 2, 2, 2)``.
+
+    Returns:
+      ``(..., S, E)``: pair ``p`` of token ``s`` becomes ``mats[s, p] @ (a[2p], a[2p+1])``.
+    """
+    ap = a.reshape(*a.shape[:-1], -1, 2)
+    return jnp.einsum("spij,...spj->...spi", mats, ap).reshape(a.shape)
 
 
 def rotate_pairs(a: jnp.ndarray, angles: jnp.ndarray) -> jnp.ndarray:
@@ -137,7 +168,9 @@ def sa_heads(params: Params, x: jnp.ndarray, beta: float | None = None, *, fused
     """Per-head outputs ``SA_h(X)``.
 
     With a ``gta`` entry ``(S, D_H/2)`` of per-token angles (GTA positional encoding, RoPE-like),
-    ``SA_h(X)_i = rho_i sum_j a_ij rho_j^T v_j`` with logits ``q_i^T rho_i rho_j^T k_j``.
+    ``SA_h(X)_i = rho_i sum_j a_ij rho_j^T v_j`` with logits ``q_i^T rho_i rho_j^T k_j``. With a
+    ``gta_mats`` entry ``(4, S, D_H/2, 2, 2)`` = ``(M^Q, M^K, M^V, M^O)`` (the official AKOrN code's
+    form), ``SA_h(X)_i = M^O_i sum_j a_ij M^V_j v_j`` with logits ``(M^Q_i q_i)^T (M^K_j k_j)``.
 
     Args:
       params: attention parameters.
@@ -161,6 +194,8 @@ def sa_heads(params: Params, x: jnp.ndarray, beta: float | None = None, *, fused
     else:
         a = jax.nn.softmax(_beta(params, beta) * jnp.einsum("...hse,...hte->...hst", q, k), axis=-1)
         out = jnp.einsum("...hst,...htv->...hsv", a, v)
+    if "gta_mats" in params:
+        return mul_pairs(out, params["gta_mats"][3])
     return rotate_pairs(out, params["gta"]) if "gta" in params else out
 
 

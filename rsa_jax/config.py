@@ -127,9 +127,14 @@ def config_to_dict(cfg) -> dict:
 
 
 def config_from_dict(cls, d: dict):
-    """Inverse of :func:`config_to_dict`; unknown keys are ignored with a warning."""
+    """Inverse of :func:`config_to_dict`; unknown keys are ignored with a warning.
+
+    A key missing from ``d`` takes the class's default, except the fields of the class's
+    ``WHEN_ABSENT`` table (``{field: value}``, fields added after records were written): a record
+    written before such a field existed is read with the value that reproduces what it was trained with.
+    """
     hints = typing.get_type_hints(cls)
-    kw = {}
+    kw = {k: v for k, v in getattr(cls, "WHEN_ABSENT", {}).items() if k not in d}
     names = {f.name for f in dataclasses.fields(cls) if f.init}
     for k, v in d.items():
         if k not in names:

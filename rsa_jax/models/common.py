@@ -53,6 +53,19 @@ class CoreConfig:
       fused: fused attention kernel (``jax.nn.dot_product_attention``).
       orthogonal_vo: keep the full W^V, W^O orthogonal through a parametrization (SPEC: R_E-multi):
         ``None`` (free weights), ``"cayley"`` or ``"qr"`` (``rsa_jax.attention.orthogonal``).
+      param_init: how the parameters are drawn. ``"torch"``: PyTorch's defaults, as the official AKOrN
+        code (embedding N(0, 1); attention and readout weights and biases U(+-1/sqrt(fan_in)));
+        ``"normal"``: N(0, 1/D) weights, zero biases, Flax's default embedding N(0, 1/D) (every model
+        before the AKOrN parity work). ``None``: ``"torch"`` for a Sudoku AKOrN, else ``"normal"``.
+      gta_param: GTA's parametrization. ``"matrices"``: the official AKOrN code's (run on a GPU, the
+        paper's): four free 2x2 matrices per token and channel pair, for q, k, v and the output,
+        started at rotations by ``coord * 10000^(-f/F)`` (F = D_H/4, row and column pairs interleaved,
+        raw coordinates 0..8; the output's the inverse rotation). ``"angles"``: one learned angle per
+        token and pair shared by q, k, v and the output, started at ``pi/9 * 2^-m`` (rows, then
+        columns; the models before the parity work). ``None``: ``"matrices"`` for a Sudoku AKOrN.
+      omega_param: AKOrN's frequency. ``"vector"``: ``omega = ||w||`` of a learned 2-vector started at
+        ``omega_init / sqrt(2) * (1, 1)`` (the official ``OmegaLayer``, global); ``"scalar"``: omega
+        itself learned. ``None``: ``"vector"`` for a Sudoku AKOrN.
       symmetric: symmetric (energy) self-attention, ItrSA only: each head's value matrix is
         ``W^V_h = (W^Q_h W^K_h^T + W^K_h W^Q_h^T) / 2`` ``(D, D)``, built from the learned ``W^Q, W^K``,
         with no ``W^O`` and no biases (needs ``bias=False``, ``position="embedding"``). For H = 1 this
@@ -74,11 +87,22 @@ class CoreConfig:
     fused: bool = False
     orthogonal_vo: str | None = None
     symmetric: bool = False
+    param_init: str | None = None
+    gta_param: str | None = None
+    omega_param: str | None = None
 
     #: fields filled from others when unset: ``dataclass_from_args`` resets them to None when the
     #: fields they derive from change on the command line (``--model-kind itrsa`` gives RMSNorm).
     #: ``dataclasses.replace(cfg, kind=...)`` keeps the resolved value; :meth:`with_kind` resets it.
-    DERIVED: ClassVar[dict] = {"norm": ("kind",)}
+    DERIVED: ClassVar[dict] = {"norm": ("kind",), "param_init": ("kind",), "gta_param": ("kind",),
+                               "omega_param": ("kind",)}
+    #: values of fields added later, for records that lack them (``rsa_jax.config.config_from_dict``):
+    #: checkpoints written before the AKOrN parity work load as they were trained
+    WHEN_ABSENT: ClassVar[dict] = {"param_init": "normal", "gta_param": "angles", "omega_param": "scalar"}
+    #: whether ``kind="akorn"`` defaults to the official AKOrN code's parametrization (Sudoku models)
+    OFFICIAL_AKORN: ClassVar[bool] = False
+    CHOICES: ClassVar[dict] = {"param_init": ("torch", "normal"), "gta_param": ("matrices", "angles"),
+                               "omega_param": ("vector", "scalar")}
 
     def __post_init__(self):
         if self.kind not in ("itrsa", "akorn"):
@@ -98,12 +122,19 @@ class CoreConfig:
                              f"orthogonal_vo={self.orthogonal_vo!r}")
         if self.norm is None:
             object.__setattr__(self, "norm", "rmsnorm" if self.kind == "itrsa" else "pi")
+        official = self.OFFICIAL_AKORN and self.kind == "akorn"
+        for name, (official_value, other) in self.CHOICES.items():
+            if getattr(self, name) is None:
+                object.__setattr__(self, name, official_value if official else other)
+            elif getattr(self, name) not in (official_value, other):
+                raise ValueError(f"{name} must be {official_value!r} or {other!r}, got {getattr(self, name)!r}")
 
     def with_kind(self, kind: str, norm: str | None = None):
         """This config with ``kind`` swapped in. Following :attr:`DERIVED`, the fields derived from
         ``kind`` (the normalization) go back to the new kind's default (ItrSA: RMSNorm, AKOrN: Pi)
         unless given: ``norm`` (``None``: the default)."""
         reset = {name: None for name, sources in self.DERIVED.items() if "kind" in sources}
+        reset = {k: v for k, v in reset.items() if hasattr(self, k)}
         return dataclasses.replace(self, **{**reset, "kind": kind, **({} if norm is None else {"norm": norm})})
 
     @property
@@ -148,6 +179,37 @@ def sinusoidal_2d(d: int, grid: tuple[int, int] = SUDOKU_GRID) -> jnp.ndarray:
     return jnp.pad(table, ((0, 0), (0, d - table.shape[1])))
 
 
+def gta_matrices(head_dim: int, grid: tuple[int, int] = SUDOKU_GRID) -> jnp.ndarray:
+    """``(4, R*C, D_H/2, 2, 2)`` the official AKOrN code's GTA matrices at init (``gta.make_SO2mats``).
+
+    Channel pair ``p = 2f + a`` of token ``(r, c)`` rotates by ``theta = (r, c)[a] * 10000^(-f/F)``,
+    ``F = ceil(D_H / 4)``: the frequency pairs interleave rows (``a = 0``) and columns, raw coordinates.
+    Entries 0..2 (q, k, v) are ``R(theta)``, entry 3 (the output) ``R(theta)^T``.
+    """
+    rows, cols = (a.astype(jnp.float32) for a in _grid_coords(grid))
+    nf = -(-head_dim // 4)
+    freqs = 10000.0 ** (-jnp.arange(nf, dtype=jnp.float32) / nf)
+    theta = jnp.stack([rows[:, None] * freqs, cols[:, None] * freqs], axis=-1).reshape(len(rows), 2 * nf)
+    theta = theta[:, : head_dim // 2]
+    cos, sin = jnp.cos(theta), jnp.sin(theta)
+    rot = jnp.stack([jnp.stack([cos, -sin], -1), jnp.stack([sin, cos], -1)], -2)   # (S, P, 2, 2)
+    return jnp.stack([rot, rot, rot, jnp.swapaxes(rot, -1, -2)])
+
+
+def torch_uniform(key: jax.Array, shape, fan_in: int, dtype=jnp.float32) -> jnp.ndarray:
+    """PyTorch's default ``nn.Linear`` / ``nn.Conv2d`` draw for weights and biases: U(+-1/sqrt(fan_in))."""
+    bound = 1.0 / math.sqrt(fan_in)
+    return jax.random.uniform(key, shape, dtype, -bound, bound)
+
+
+def linear(d_in: int, d_out: int, rngs: nnx.Rngs, param_init: str = "normal", *, use_bias: bool = True):
+    """``nnx.Linear`` drawn by ``param_init``: ``"normal"`` (Flax's defaults) or ``"torch"``."""
+    if param_init == "torch":
+        init = lambda key, shape, dtype=jnp.float32: torch_uniform(key, shape, d_in, dtype)
+        return nnx.Linear(d_in, d_out, use_bias=use_bias, kernel_init=init, bias_init=init, rngs=rngs)
+    return nnx.Linear(d_in, d_out, use_bias=use_bias, rngs=rngs)
+
+
 def gta_angles(head_dim: int, grid: tuple[int, int] = SUDOKU_GRID) -> jnp.ndarray:
     """``(R*C, D_H/2)`` RoPE-like GTA angles for a row-major ``grid = (R, C)`` of tokens.
 
@@ -165,9 +227,10 @@ def gta_angles(head_dim: int, grid: tuple[int, int] = SUDOKU_GRID) -> jnp.ndarra
 class LoopedCore(nnx.Module):
     """Base class holding the recurrent core; subclasses call ``_init_core`` in ``__init__``.
 
-    Creates ``self.attn`` (dict of Params, with a ``"gta"`` entry for GTA positions),
-    ``self.pos`` (``position="embedding"``), ``self.eta``, ``self.omega`` (AKOrN) and
-    ``self.gamma`` (RMSNorm). The random draws are those of ``init_attention(rngs.params(), ...)``.
+    Creates ``self.attn`` (dict of Params, with a ``"gta_mats"`` or ``"gta"`` entry for GTA positions,
+    by ``cfg.gta_param``), ``self.pos`` (``position="embedding"``), ``self.eta``, ``self.omega``
+    (AKOrN: a 2-vector whose norm is omega, or the scalar, by ``cfg.omega_param``) and ``self.gamma``
+    (RMSNorm). The random draws are those of ``init_attention(rngs.params(), ..., dist=cfg.param_init)``.
     All parameters are float32, also under ``jax_enable_x64``. With ``cfg.orthogonal_vo``,
     ``self.attn`` has no ``wv, wo``: ``self.vo_free = {"v", "o"}`` (free ``(D, D)`` Params, a random
     orthogonal start) and ``pure_step`` builds them with ``orthogonal_value_output``. With
@@ -177,8 +240,10 @@ class LoopedCore(nnx.Module):
     config: CoreConfig
 
     def _init_core(self, cfg: CoreConfig, grid: tuple[int, int], rngs: nnx.Rngs) -> None:
-        attn = init_attention(rngs.params(), cfg.d, cfg.heads, bias=cfg.bias)
-        if cfg.position == "gta":
+        attn = init_attention(rngs.params(), cfg.d, cfg.heads, bias=cfg.bias, dist=cfg.param_init)
+        if cfg.position == "gta" and cfg.gta_param == "matrices":
+            attn["gta_mats"] = gta_matrices(cfg.d // cfg.heads, grid)
+        elif cfg.position == "gta":
             attn["gta"] = gta_angles(cfg.d // cfg.heads, grid).astype(jnp.float32)
         else:
             self.pos = nnx.Param(sinusoidal_2d(cfg.d, grid).astype(jnp.float32))
@@ -191,7 +256,9 @@ class LoopedCore(nnx.Module):
             self.vo_free = nnx.data({"v": nnx.Param(free[0]), "o": nnx.Param(free[1])})
         self.attn = nnx.data({k: nnx.Param(v) for k, v in attn.items()})
         self.eta = nnx.Param(jnp.asarray(cfg.eta_init, jnp.float32))
-        if cfg.kind == "akorn":
+        if cfg.kind == "akorn" and cfg.omega_param == "vector":   # omega = ||w||
+            self.omega = nnx.Param(jnp.full((2,), cfg.omega_init / math.sqrt(2), jnp.float32))
+        elif cfg.kind == "akorn":
             self.omega = nnx.Param(jnp.asarray(cfg.omega_init, jnp.float32))
         if cfg.norm == "rmsnorm":
             self.gamma = nnx.Param(jnp.full((cfg.d,), cfg.gamma_init, jnp.float32))
@@ -212,6 +279,8 @@ class LoopedCore(nnx.Module):
         for name in ("omega", "gamma"):
             if hasattr(self, name):
                 params[name] = getattr(self, name)[...]
+        if self.config.kind == "akorn" and self.config.omega_param == "vector":
+            params["omega"] = jnp.linalg.norm(params["omega"])
         return self.config.step_fn, params
 
     def rollout(self, c: jnp.ndarray, x0: jnp.ndarray, steps: int, *, trajectory: bool = False):
@@ -231,14 +300,16 @@ class LoopedCore(nnx.Module):
 
 
 class PhaseReadout(nnx.Module):
-    """AKOrN's phase-invariant features: linear ``D -> D*N``, norm of each N-chunk, plus a bias.
+    """AKOrN's phase-invariant features: ``||W x (+ b)||`` of each N-chunk, plus a bias.
 
-    ``(..., D) -> (..., D)``; invariant to rotating any output oscillator of the linear map.
+    ``(..., D) -> (..., D)``: linear ``D -> D*N`` (with a bias for ``proj_bias``, as the official
+    ``ReadOutConv``), the norm of each consecutive N-chunk of its output, plus a learned ``(D,)`` bias
+    (zeros at init). Without ``proj_bias``, invariant to rotating any output oscillator of the linear map.
     """
 
-    def __init__(self, d: int, n: int, *, rngs: nnx.Rngs):
+    def __init__(self, d: int, n: int, *, rngs: nnx.Rngs, proj_bias: bool = False, param_init: str = "normal"):
         self.n = n
-        self.proj = nnx.Linear(d, d * n, use_bias=False, rngs=rngs)
+        self.proj = linear(d, d * n, rngs, param_init, use_bias=proj_bias)
         self.bias = nnx.Param(jnp.zeros((d,), jnp.float32))
 
     def features(self, x: jnp.ndarray) -> jnp.ndarray:

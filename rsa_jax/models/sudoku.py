@@ -13,37 +13,79 @@ Conditioning follows the AKOrN Sudoku code: ``C = Embed(10, D)(digits)`` (0 = bl
 information is either a learned (81, D) embedding added to C, initialized with 2-D sinusoids
 (``position="embedding"``), or GTA per-token rotations inside attention with learned angles
 initialized RoPE-like from the (row, column) of each cell (``position="gta"``).
-The readout is AKOrN's: linear D -> D*N, norm of each N-chunk plus bias, a residual
-feed-forward block, ReLU, linear to 9 logits.
+The readout (``readout``): ``"akorn"``, the official AKOrN Sudoku code's (``knet.py``:
+``ReadOutConv``, ``ResBlock(FF)``, ``BNReLUConv2d``, ``out``)::
+
+    m  = ||W x + b||_N + bias                    (D -> D*N, norm of each N-chunk: D features)
+    h  = m + W2 ReLU(W1 ReLU(m) + b1) + b2       (width D, the activation before each linear)
+    h3 = W3 ReLU(h) + b3
+    logits = Wout ReLU(h3) + bout                (9 logits)
+
+or ``"gelu"``, the readout of the models trained before the AKOrN parity work (ItrSA's default):
+``m = ||W x||_N + bias``, ``h = m + W2 GELU(W1 m + b1) + b2`` (width 2D), ``logits = Wout ReLU(h) + bout``.
+
+With ``kind="akorn"`` the defaults are the official model's function and initialization
+(``param_init="torch"``, ``gta_param="matrices"``, ``omega_param="vector"``, ``readout="akorn"``;
+see ``CoreConfig``); ``rsa_jax.models.official`` maps the official PyTorch weights onto this model.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from typing import ClassVar
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
 from rsa_jax.models.common import (SUDOKU_GRID, CoreConfig, LoopedCore, PhaseReadout, gta_angles,
-                                   sinusoidal_2d)
+                                   gta_matrices, linear, sinusoidal_2d)
 from rsa_jax.ops import pi
 
-__all__ = ["CELLS", "ModelConfig", "Readout", "SudokuModel", "gta_angles", "sinusoidal_2d"]
+__all__ = ["AKOrNReadout", "CELLS", "ModelConfig", "Readout", "SudokuModel", "gta_angles", "gta_matrices",
+           "sinusoidal_2d"]
 
 CELLS = 81
 
 
 @dataclasses.dataclass(frozen=True)
 class ModelConfig(CoreConfig):
-    """Architecture of a looped Sudoku model; the fields are documented on ``CoreConfig``.
+    """Architecture of a looped Sudoku model; the other fields are documented on ``CoreConfig``.
 
     Validation, ``step_fn`` and ``state_chunk`` come from ``rsa_jax.models.common.CoreConfig``.
+    With ``kind="akorn"``, the unset parametrization fields default to the official AKOrN code's.
+
+    Attributes:
+      readout: ``"akorn"`` (the official AKOrN Sudoku readout) or ``"gelu"`` (the readout of the
+        models before the AKOrN parity work); see the module docstring. ``None``: ``"akorn"`` for
+        AKOrN, ``"gelu"`` for ItrSA (whose shipped models were trained with it).
     """
+
+    readout: str | None = None
+
+    DERIVED: ClassVar[dict] = {**CoreConfig.DERIVED, "readout": ("kind",)}
+    WHEN_ABSENT: ClassVar[dict] = {**CoreConfig.WHEN_ABSENT, "readout": "gelu"}
+    OFFICIAL_AKORN: ClassVar[bool] = True
+    CHOICES: ClassVar[dict] = {**CoreConfig.CHOICES, "readout": ("akorn", "gelu")}
+
+
+class AKOrNReadout(PhaseReadout):
+    """The official AKOrN Sudoku readout: ``(..., D) -> (..., 9)`` logits (module docstring)."""
+
+    def __init__(self, d: int, n: int, *, rngs: nnx.Rngs, param_init: str = "torch"):
+        super().__init__(d, n, rngs=rngs, proj_bias=True, param_init=param_init)
+        self.ff1, self.ff2, self.ff3 = (linear(d, d, rngs, param_init) for _ in range(3))
+        self.out = linear(d, 9, rngs, param_init)
+
+    def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
+        m = self.features(x)
+        h = m + self.ff2(jax.nn.relu(self.ff1(jax.nn.relu(m))))
+        return self.out(jax.nn.relu(self.ff3(jax.nn.relu(h))))
 
 
 class Readout(PhaseReadout):
-    """AKOrN readout: ``(..., D) -> (..., 9)`` logits, invariant to each output oscillator's phase."""
+    """The pre-parity readout (``readout="gelu"``): ``(..., D) -> (..., 9)`` logits, invariant to
+    each output oscillator's phase."""
 
     def __init__(self, d: int, n: int, *, rngs: nnx.Rngs):
         super().__init__(d, n, rngs=rngs)
@@ -62,9 +104,15 @@ class SudokuModel(LoopedCore):
 
     def __init__(self, config: ModelConfig, *, rngs: nnx.Rngs):
         cfg = self.config = config
-        self.embed = nnx.Embed(10, cfg.d, rngs=rngs)
+        if cfg.param_init == "torch":   # nn.Embedding's N(0, 1)
+            self.embed = nnx.Embed(10, cfg.d, embedding_init=jax.nn.initializers.normal(1.0), rngs=rngs)
+        else:
+            self.embed = nnx.Embed(10, cfg.d, rngs=rngs)
         self._init_core(cfg, SUDOKU_GRID, rngs)
-        self.readout = Readout(cfg.d, cfg.n, rngs=rngs)
+        if cfg.readout == "akorn":
+            self.readout = AKOrNReadout(cfg.d, cfg.n, rngs=rngs, param_init=cfg.param_init)
+        else:
+            self.readout = Readout(cfg.d, cfg.n, rngs=rngs)
 
     def condition(self, digits: jnp.ndarray, given: jnp.ndarray, key: jax.Array):
         """Conditioning and initial state.
