@@ -34,3 +34,22 @@ def test_docstrings_cite_the_paper_not_spec():
             for i, line in enumerate(p.read_text().splitlines(), 1) if re.search(r"\bSPEC\b(?!_)", line)}
     assert set(hits) <= PENDING, {f: i for f, i in hits.items() if f not in PENDING}
     assert set(hits) == PENDING, f"no SPEC citation left in {PENDING - set(hits)}: remove it from PENDING"
+
+
+def test_readme_snippet_prints_the_papers_exponent():
+    """The README's "library in one screen" snippet, run as a user would (float32), prints ln sigma_1(J^(T)) / T."""
+    import sys
+    readme = (ROOT / "README.md").read_text()
+    block = re.search(r"## The library in one screen.*?```python\n(.*?)```", readme, re.S).group(1)
+    assert "lyapunov_spectrum(f, x0, T=16" in block
+    check = ("\nfrom rsa_jax.lyapunov import lyapunov_exact\n"
+             "print('EXACT', float(lyapunov_exact(f, x0, 16)[0]))\n"
+             "print('QR', float(lyapunov_spectrum(f, x0, T=16, k=8, method='qr').exponents[0]))\n")
+    r = subprocess.run([sys.executable, "-c", block + check], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    lines = r.stdout.splitlines()
+    printed = float(re.match(r"\s*(-?[\d.]+)", lines[0]).group(1))
+    exact = float(lines[-2].split()[1])
+    qr = float(lines[-1].split()[1])
+    assert abs(printed - exact) < 1e-3 and "True" in lines[0]
+    assert abs(qr - exact) > 0.1          # the old default (classical QR) printed -1.319 here, the definition -1.145
