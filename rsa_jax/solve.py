@@ -99,8 +99,8 @@ def is_valid(solutions: np.ndarray, puzzles: np.ndarray) -> np.ndarray:
 def best_steps(name: str) -> int:
     """The T_eval at which shipped model ``name``'s evaluation had the best SATNet-test board accuracy
     (``accuracy.id`` of its manifest, the smallest T on ties); its training T if it has none."""
-    from rsa_jax import pretrained
-    m = pretrained.manifest(name)
+    from rsa_jax.pretrained import manifest
+    m = manifest(name)
     curve = (m.get("accuracy") or {}).get("id") or m.get("id_long")
     if curve and curve.get("steps"):
         acc = np.asarray(curve["board_acc"], float)
@@ -110,8 +110,8 @@ def best_steps(name: str) -> int:
 
 @functools.lru_cache(maxsize=4)
 def _load(name: str):
-    from rsa_jax import pretrained
-    return pretrained.load_checkpoint(name)[0]
+    from rsa_jax.pretrained import load_checkpoint
+    return load_checkpoint(name)[0]
 
 
 def solve(puzzles, model=DEFAULT_MODEL, steps: int | None = None, vote: int | None = None, *,
@@ -138,10 +138,10 @@ def solve(puzzles, model=DEFAULT_MODEL, steps: int | None = None, vote: int | No
         if not isinstance(model, str):
             raise ValueError("steps=None reads the best T_eval from a shipped model's manifest; pass steps= for a "
                              "model object")
-        from rsa_jax import pretrained
-        steps = best_steps(model) if model in pretrained.names() else None
+        from rsa_jax.pretrained import names
+        steps = best_steps(model) if model in names() else None
         if steps is None:
-            raise ValueError(f"steps=None needs a shipped model ({pretrained.names()}); pass steps= for {model!r}")
+            raise ValueError(f"steps=None needs a shipped model ({names()}); pass steps= for {model!r}")
     if int(steps) < 1 or (vote is not None and int(vote) < 1):
         raise ValueError(f"steps and vote must be >= 1; got steps={steps}, vote={vote}")
     net = _load(model) if isinstance(model, str) else model
