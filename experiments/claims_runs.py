@@ -213,8 +213,19 @@ def stale(entry: Planned) -> bool:
     official AKOrN parametrization. ``train`` retrains them and retires the old folder to ``PREPARITY_DIR``."""
     from rsa_jax.config import config_from_dict
     from rsa_jax.models.sudoku import ModelConfig
-    shipped = config_from_dict(ModelConfig, pretrained.manifest(entry.name)["model"])
-    return shipped != config(entry, 0, Path("."), None).model
+    recorded = pretrained.manifest(entry.name).get("model")
+    if recorded is None:   # a manifest without the model config (none shipped so): nothing to compare
+        return False
+    return config_from_dict(ModelConfig, recorded) != config(entry, 0, Path("."), None).model
+
+
+def retire(name: str) -> Path:
+    """Moves shipped model ``name`` to ``pretrained/PREPARITY_DIR/name`` (``pretrained.load_file`` still reads it)."""
+    retired = pretrained.root() / PREPARITY_DIR / name
+    shutil.rmtree(retired, ignore_errors=True)
+    retired.parent.mkdir(exist_ok=True)
+    shutil.move(str(pretrained.root() / name), retired)
+    return retired
 
 
 def evaluated(entry: Planned) -> bool:
@@ -414,11 +425,7 @@ def train_next(args) -> list:
             break
         info = {**note, **_info(entry, command), "invocations": _invocations(run)}
         if finished(entry.name):   # a stale model (pre-parity): retire it, keep it loadable by path
-            retired = pretrained.root() / PREPARITY_DIR / entry.name
-            shutil.rmtree(retired, ignore_errors=True)
-            retired.parent.mkdir(exist_ok=True)
-            shutil.move(str(pretrained.root() / entry.name), retired)
-            print(f"[{entry.name}] the pre-parity model moved to {retired}", flush=True)
+            print(f"[{entry.name}] the pre-parity model moved to {retire(entry.name)}", flush=True)
         pretrained.export_run(run, pretrained.root() / entry.name, info=info, step=note.get("steps"))
         shutil.rmtree(parked, ignore_errors=True)
         shipped.append(entry.name)

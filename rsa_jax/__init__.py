@@ -36,11 +36,9 @@ def __getattr__(name):
     """``rsa_jax.solve``, imported on first use (it loads Flax and the shipped models' code)."""
     if name == "solve":
         # PEP 562 lazy attribute, resolved on first access only: importing rsa_jax never imports rsa_jax.solve
-        # (Flax, the checkpoints), so this is no import-time edge. The name is built, not literal, so that
-        # tests/test_structure.py does not count it: with it, train.py's `from rsa_jax import parallel` (an edge
-        # to the package) closes a static loop rsa_jax -> solve -> pretrained -> train -> rsa_jax.
+        # (Flax, the checkpoints)
         import importlib
-        module = importlib.import_module(f"{__name__}.solve")   # a callable module: rsa_jax.solve(puzzles) solves
+        module = importlib.import_module("rsa_jax.solve")   # a callable module: rsa_jax.solve(puzzles) solves
         globals()["solve"] = module
         return module
     raise AttributeError(f"module 'rsa_jax' has no attribute {name!r}")

@@ -70,7 +70,7 @@ SUDOKU_CPU = TrainConfig(model=ModelConfig(kind="akorn", d=128, heads=4, n=4), t
                          epochs=100, lr=1e-3, ema_every=1, ema_after=100, time_budget=7200.0, checkpoint_every=90,
                          keep_checkpoints=1, log_every=20, eval_every=2, eval_live=True, eval_limit=1000)
 
-#: The paper's Sudoku configuration (SPEC): D=512, H=8, T=16, batch 100, 100 epochs, all data (a GPU job).
+#: The paper's Sudoku configuration (appendix B.1): D=512, H=8, T=16, batch 100, 100 epochs, all data (a GPU job).
 SUDOKU_FULL = TrainConfig(model=ModelConfig(kind="akorn", d=512, heads=8, n=4), t_train=16, batch_size=100,
                           epochs=100, checkpoint_every=900, log_every=30, eval_every=10)
 

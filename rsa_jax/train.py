@@ -167,12 +167,12 @@ def train(cfg: TrainConfig, task: Task, penalties: Sequence = (), resume: bool =
             if start < stop:
                 combine = None
                 if cfg.data_parallel:
-                    from rsa_jax import parallel
-                    mesh = parallel.make_mesh()
+                    from rsa_jax.parallel import make_mesh, make_sharded_train_step, replicate, shard_batch
+                    mesh = make_mesh()
                     pure = make_train_step(graphdef, task, tx, penalties, cfg=cfg, rest=rest, jit=False)
-                    step_fn = parallel.make_sharded_train_step(pure, mesh, donate=True)
-                    state = parallel.replicate(state, mesh)
-                    combine = lambda batches: parallel.shard_batch(batches[0], mesh)
+                    step_fn = make_sharded_train_step(pure, mesh, donate=True)
+                    state = replicate(state, mesh)
+                    combine = lambda batches: shard_batch(batches[0], mesh)
                 else:
                     step_fn = make_train_step(graphdef, task, tx, penalties, cfg=cfg, rest=rest)
                 state = run_loop(cfg, [RunLane(task, mngr, history, metrics_path)], state, step_fn, start, stop,

@@ -177,3 +177,30 @@ def test_select_picks_the_lambda_on_rrn_valid(setup, monkeypatch):
     assert claims_runs.select(grid, tmp / "o")["g"]["selected"] == "g-small"
     with pytest.raises(pretrained.PretrainedError, match="differ in length"):
         pretrained.add_validation("g-big", {**v, "steps": [16]})
+
+
+def test_a_pre_parity_akorn_is_stale_and_retired(setup):
+    """A shipped AKOrN whose manifest predates the official parametrization (issue 32) is retrained; an ItrSA
+    with the same record is not (its defaults did not change); ``retire`` keeps the old one loadable by path."""
+    import json
+
+    from rsa_jax.config import config_to_dict
+    tmp = setup
+    for kind, want_stale in (("akorn", True), ("itrsa", False)):
+        entry = claims_runs.Planned(f"x-{kind}", kind)
+        cfg = claims_runs.config(entry, 1, tmp / "runs" / entry.name, None)
+        _ship(entry.name, cfg, seed=0)
+        manifest = pretrained.root() / entry.name / pretrained.MANIFEST_FILE
+        rec = json.loads(manifest.read_text())
+        manifest.write_text(json.dumps(rec | {"model": config_to_dict(cfg.model)}))
+        assert not claims_runs.stale(entry) and claims_runs.finished(entry.name, entry)
+        old = {k: v for k, v in config_to_dict(cfg.model).items()
+               if k not in ("param_init", "gta_param", "omega_param", "readout")}
+        manifest.write_text(json.dumps(rec | {"model": old}))
+        assert claims_runs.stale(entry) is want_stale
+        assert claims_runs.finished(entry.name, entry) is not want_stale
+        assert claims_runs.status(entry, tmp / "runs").startswith("shipped pre-parity") is want_stale
+    retired = claims_runs.retire("x-akorn")
+    assert "x-akorn" not in pretrained.names() and retired.parent.name == claims_runs.PREPARITY_DIR
+    model, _ = pretrained.load_file(retired)
+    assert model.config.kind == "akorn"

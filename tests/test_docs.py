@@ -23,17 +23,11 @@ def test_make_docs_builds_every_module(tmp_path):
     assert re.search(r"method.{0,200}qr", lyap, re.S)
 
 
-#: modules another change is rewriting as this test is written (issue 33); each must still hold a citation
-#: of SPEC, so the list cannot go stale: fix the citation and drop the file from here
-PENDING = {"rsa_jax/configs.py", "rsa_jax/models/common.py"}
-
-
 def test_docstrings_cite_the_paper_not_spec():
     """The docstrings cite the paper's equations, lemmas and sections, not the project's SPEC.md."""
     hits = {str(p.relative_to(ROOT)): i for p in sorted((ROOT / "rsa_jax").rglob("*.py"))
             for i, line in enumerate(p.read_text().splitlines(), 1) if re.search(r"\bSPEC\b(?!_)", line)}
-    assert set(hits) <= PENDING, {f: i for f, i in hits.items() if f not in PENDING}
-    assert set(hits) == PENDING, f"no SPEC citation left in {PENDING - set(hits)}: remove it from PENDING"
+    assert not hits, hits
 
 
 def test_readme_snippet_prints_the_papers_exponent():

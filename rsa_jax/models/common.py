@@ -51,7 +51,7 @@ class CoreConfig:
         the whole token) is PyTorch's ``nn.RMSNorm`` at init (``Y / rms(Y)``, weight 1), the scale of
         the PyTorch code the paper's models come from.
       fused: fused attention kernel (``jax.nn.dot_product_attention``).
-      orthogonal_vo: keep the full W^V, W^O orthogonal through a parametrization (SPEC: R_E-multi):
+      orthogonal_vo: keep the full W^V, W^O orthogonal through a parametrization (with R_E-multi):
         ``None`` (free weights), ``"cayley"`` or ``"qr"`` (``rsa_jax.attention.orthogonal``).
       param_init: how the parameters are drawn. ``"torch"``: PyTorch's defaults, as the official AKOrN
         code (embedding N(0, 1); attention and readout weights and biases U(+-1/sqrt(fan_in)));
@@ -69,7 +69,7 @@ class CoreConfig:
       symmetric: symmetric (energy) self-attention, ItrSA only: each head's value matrix is
         ``W^V_h = (W^Q_h W^K_h^T + W^K_h W^Q_h^T) / 2`` ``(D, D)``, built from the learned ``W^Q, W^K``,
         with no ``W^O`` and no biases (needs ``bias=False``, ``position="embedding"``). For H = 1 this
-        is the condition under which E_single decreases along the attention flow (SPEC eq. 3); for
+        is the condition under which E_single decreases along the attention flow (eq. 3, Prop. 4.1); for
         H > 1, E_multi also needs Prop. 4.2's mutually orthogonal heads, which training does not keep.
     """
 
