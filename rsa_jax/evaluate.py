@@ -44,7 +44,7 @@ def check_puzzles(digits, given=None, name: str = "digits"):
     if a.ndim != 2 or a.shape[-1] != 81:
         raise ValueError(f"{name} must be (B, 81) (a batch of puzzles; one puzzle: digits[None]); got {a.shape}")
     if a.size and (a.min() < 0 or a.max() > 9):
-        raise ValueError(f"{name} must be digits 0..9 (0 = blank); got values in [{a.min()}, {a.max()}]")
+        raise ValueError(f"{name} must hold digits 0..9 (0 = blank); got values in [{a.min()}, {a.max()}]")
     if given is not None and np.shape(given) != a.shape:
         raise ValueError(f"given must have the shape of {name}, {a.shape}; got {np.shape(given)}")
     return a.astype(np.int32)

@@ -6,9 +6,7 @@ eigenvalues of ``J^(T)T J^(T)``,
     lambda_i = (1 / 2T) ln alpha_i = (1 / T) ln sigma_i(J^(T)),
 
 i.e. finite-time exponents at horizon T (the paper uses T = 16 and one sample). ``x`` may have any
-shape; it is flattened row-major to ``n = x.size`` coordinates.
-
-Estimators:
+shape; it is flattened row-major to ``n = x.size`` coordinates. Estimators:
 
 * ``lyapunov_spectrum`` (default ``method="svd"``): **the B.3 definition**, matrix-free: ``k``
   tangent columns pushed by ``jax.linearize`` (QR after every step, so nothing over- or underflows),
@@ -199,8 +197,9 @@ def lyapunov_spectrum(f: Map, x0: jnp.ndarray, T: int, k: int | None = None, *, 
         forward and VJP backward passes). ``"qr"`` or ``"benettin"``: the classical QR estimator,
         nested-volume growth rates of ``J^(T) Q0``; the same ``T -> inf`` limit, not the definition
         at finite T (only the full spectrum's sum agrees).
-      tol: ``method="svd"``, ``k < n``, ``sweeps=None``: sweep until no exponent changes by more than
-        ``tol`` (default ``default_tol(x0.dtype)``: ``1e-7`` in float64, ``1.2e-4`` in float32).
+      tol: ``method="svd"``, ``k < n``, ``sweeps=None``: sweep until no exponent within ``ln(1/null_rtol)/T``
+        of the largest changes by more than ``tol`` (default ``default_tol(x0.dtype)``: ``1e-7`` in float64,
+        ``1.2e-4`` in float32); those below come from per-step QRs and ``converged`` says nothing of them.
       max_sweeps: cap on the sweeps of that iteration; reaching it before ``tol`` issues a
         ``LyapunovWarning`` (also under jit, by a host callback) and sets ``converged`` False.
       sweeps: a fixed number of sweeps instead of ``tol`` (no warning; ``residual`` still reports the

@@ -160,3 +160,8 @@ def train_multiseed(cfg: TrainConfig, task: Union[Task, Callable[[TrainConfig], 
             for m in mngrs:
                 m.close()
     return [merge_model(graphdef, unstack_tree(state.ema_params, i), rest) for i in range(len(seeds))], histories
+
+
+if __name__ == "__main__":   # the old command: say where it went instead of exiting silently
+    raise SystemExit(f"python -m {__spec__.name if __spec__ else 'rsa_jax'} has no command line; train with "
+                     "python -m rsa_jax.tasks.sudoku (same flags; --seeds for several seeds)")

@@ -65,6 +65,8 @@ def parse_puzzles(puzzles) -> np.ndarray:
     from rsa_jax.evaluate import check_puzzles
     if isinstance(puzzles, str):
         puzzles = [puzzles]
+    if len(puzzles) == 0:
+        raise ValueError("no puzzles given: pass 81-character strings or a (B, 81) array")
     if len(puzzles) and all(isinstance(p, str) for p in puzzles):
         rows = []
         for i, p in enumerate(puzzles):
@@ -139,9 +141,13 @@ def solve(puzzles, model=DEFAULT_MODEL, steps: int | None = None, vote: int | No
             raise ValueError("steps=None reads the best T_eval from a shipped model's manifest; pass steps= for a "
                              "model object")
         from rsa_jax.pretrained import names
-        steps = best_steps(model) if model in names() else None
-        if steps is None:
-            raise ValueError(f"steps=None needs a shipped model ({names()}); pass steps= for {model!r}")
+        if model not in names():
+            from pathlib import Path
+            if not Path(model).exists():
+                raise ValueError(f"{model!r} is neither a shipped model ({', '.join(names())}) nor a checkpoint file")
+            raise ValueError(f"steps=None reads the best T_eval from a shipped model's manifest; give the steps "
+                             f"(steps=, or --steps on the command line) for the checkpoint {model!r}")
+        steps = best_steps(model)
     if int(steps) < 1 or (vote is not None and int(vote) < 1):
         raise ValueError(f"steps and vote must be >= 1; got steps={steps}, vote={vote}")
     net = _load(model) if isinstance(model, str) else model

@@ -345,3 +345,8 @@ def run_loop(cfg: TrainConfig, lanes: Sequence[RunLane], state, step_fn, start: 
     finally:
         bar.close()
     return state
+
+
+if __name__ == "__main__":   # the old command: say where it went instead of exiting silently
+    raise SystemExit(f"python -m {__spec__.name if __spec__ else 'rsa_jax'} has no command line; train with "
+                     "python -m rsa_jax.tasks.sudoku (same flags; --seeds for several seeds)")

@@ -44,7 +44,7 @@ def test_parse_accepts_strings_and_arrays_and_refuses_malformed():
         grid[1, cells] = 7      # only this unit holds both
         with pytest.raises(ValueError, match=f"puzzle 2: digit 7 is given twice in {where}"):
             parse_puzzles(grid)
-    with pytest.raises(ValueError, match=r"puzzles must be digits 0..9.*\[10, 10\]"):
+    with pytest.raises(ValueError, match=r"puzzles must hold digits 0..9.*\[10, 10\]"):
         parse_puzzles(np.full((1, 81), 10))
     with pytest.raises(ValueError, match=r"puzzles must be \(B, 81\)"):
         parse_puzzles(np.zeros(81, np.int32))
@@ -114,10 +114,10 @@ def test_sudoku_model_refuses_bad_digits_and_unbatched_input(model):
         model(digits.at[0, 2].set(-1), given, key, 2)
     with pytest.raises(TypeError, match="digits must be integers"):
         model.condition(digits.astype(jnp.float32), given, key)
-    with pytest.raises(ValueError, match=r"digits must be digits 0..9.*\[0, 10\]"):
+    with pytest.raises(ValueError, match=r"digits must hold digits 0..9.*\[0, 10\]"):
         predict(model, np.where(np.asarray(digits) == 9, 10, np.asarray(digits)), np.asarray(given), key, 2)
     bad = SudokuSet(np.full((1, 81), 11, np.uint8), np.ones((1, 81), np.uint8), "bad")
-    with pytest.raises(ValueError, match=r"sudoku_set.puzzles must be digits 0..9"):
+    with pytest.raises(ValueError, match=r"sudoku_set.puzzles must hold digits 0..9"):
         evaluate_boards(model, bad, [2])
     assert model.condition(digits, given, key)[0].shape == (1, 81, model.config.d)   # good input still works
 
@@ -142,3 +142,11 @@ def _npy(a):
     buf = io.BytesIO()
     np.save(buf, a)
     return buf.getvalue()
+
+
+def test_empty_input_and_unknown_model_say_what_is_wrong():
+    from rsa_jax.solve import solve
+    with pytest.raises(ValueError, match="no puzzles given"):
+        parse_puzzles([])
+    with pytest.raises(ValueError, match="neither a shipped model"):
+        solve(EASY, model="no-such-model")

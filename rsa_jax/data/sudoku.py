@@ -184,7 +184,7 @@ def _decompress(raw: bytes, path: Path) -> bytes:
         return lzma.decompress(raw)
     except lzma.LZMAError as e:
         raise SudokuFormatError(f"{path}: not a readable xz file ({e}); the file is corrupt or truncated "
-                                f"(in the repository: `git checkout {path.name}` restores it)") from e
+                                f"(in the repository: `git checkout -- data/sudoku/{path.name}` restores it)") from e
 
 
 def _read(path: Path, verify: bool) -> bytes:
