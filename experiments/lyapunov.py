@@ -103,6 +103,11 @@ def spectra(step, params, c, x0, *, T, k, sweeps):
     return jax.vmap(one)(x0, c)
 
 
+def _finite_or_none(v) -> float | None:
+    """A residual for JSON: None where no refinement sweep ran (one Ritz pass: not measured, inf)."""
+    return float(v) if np.isfinite(v) else None
+
+
 @functools.partial(jax.jit, static_argnames=("step", "steps"))
 def advance(step, params, c, x, *, steps):
     """``f^steps(x)`` for a batch of puzzles: ``x`` ``(B, S, D)``, ``c`` ``(B, S, D)`` -> ``(B, S, D)``."""
@@ -196,7 +201,7 @@ def main(argv=None):
                    "T": T, "warmup": warm, "num_null": num_null, "d": int(x0.shape[-1]),
                    "max_le": mx.mean(), "mean_le": mn.mean(), "max_le_per_sample": mx, "mean_le_per_sample": mn,
                    "seconds": time.perf_counter() - t0, "exponents": np.asarray(ex), "sweeps": args.sweeps,
-                   "residual": float(np.max(np.asarray(residual)))}
+                   "residual": _finite_or_none(np.max(np.asarray(residual)))}
             if args.paper_mean and args.k is not None:
                 t1 = time.perf_counter()
                 with blas_threads(args.blas_threads):
