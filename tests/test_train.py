@@ -203,14 +203,16 @@ def test_load_model_round_trip(reference_run):
     assert json.loads((Path(cfg.out) / "config.json").read_text())["config_class"] == "rsa_jax.train_config:TrainConfig"
 
 
-def test_old_run_with_main_config_class_loads(tmp_path, reference_run):
-    """Runs of ``python -m rsa_jax.train`` before the fix recorded ``__main__:TrainConfig``."""
+@pytest.mark.parametrize("recorded", ["__main__:TrainConfig", "rsa_jax.train:TrainConfig"])
+def test_runs_recorded_under_older_class_names_load(tmp_path, reference_run, recorded):
+    """Runs of ``python -m rsa_jax.train`` before the fix recorded ``__main__:TrainConfig``; every run written
+    before rsa_jax.train_config existed names ``rsa_jax.train:TrainConfig`` (the re-export)."""
     import shutil
     cfg, _, model_ref, _ = reference_run
     old = tmp_path / "old"
     shutil.copytree(cfg.out, old)
     rec = json.loads((old / "config.json").read_text())
-    rec["config_class"] = "__main__:TrainConfig"
+    rec["config_class"] = recorded
     (old / "config.json").write_text(json.dumps(rec))
     model, cfg2 = load_model(old)
     assert type(cfg2) is TrainConfig and cfg2 == cfg
@@ -219,20 +221,6 @@ def test_old_run_with_main_config_class_loads(tmp_path, reference_run):
 
 CLI_FLAGS = ["--model-kind", "itrsa", "--model-d", "16", "--model-heads", "2", "--t-train", "2", "--batch-size", "20",
              "--epochs", "1", "--train-limit", "40", "--eval-limit", "20", "--eval-every", "1", "--no-progress"]
-
-
-def test_run_recorded_under_the_old_class_name_loads(tmp_path, reference_run):
-    """Every run written before rsa_jax.train_config existed names ``rsa_jax.train:TrainConfig`` (the re-export)."""
-    import shutil
-    cfg, _, model_ref, _ = reference_run
-    old = tmp_path / "old"
-    shutil.copytree(cfg.out, old)
-    rec = json.loads((old / "config.json").read_text())
-    rec["config_class"] = "rsa_jax.train:TrainConfig"
-    (old / "config.json").write_text(json.dumps(rec))
-    model, cfg2 = load_model(old)
-    assert type(cfg2) is TrainConfig and cfg2 == cfg
-    tree_equal(nnx.state(model), nnx.state(model_ref))
 
 
 @pytest.mark.slow
