@@ -32,29 +32,39 @@ def read_curves(folder) -> dict:
 
 
 def plot(curves: dict, path: Path):
+    """Cell and board accuracy against step and wall time. Up to 4 runs: train batches, EMA and live
+    evaluations each; more: the EMA evaluation only (one line per run, colours and markers cycled), the
+    legend beside the axes, so that 16 shipped models stay readable."""
     import matplotlib.pyplot as plt
-    fig, axes = plt.subplots(2, 2, figsize=(11, 7))
+    many = len(curves) > 4
+    fig, axes = plt.subplots(2, 2, figsize=(15 if many else 11, 7))
+    markers = "os^vD<>p*hX"
     for i, (name, c) in enumerate(curves.items()):
-        color = f"C{i}"
+        color = f"C{i % 10}"
         for col, xkey, xlabel in ((0, "step", "optimizer step"), (1, "wall", "wall time (min)")):
             scale = 1 / 60 if xkey == "wall" else 1
             tr = c["train"]
-            axes[0, col].plot([r[xkey] * scale for r in tr], [100 * r["cell_acc"] for r in tr], color=color,
-                              alpha=0.35, lw=1, label=f"{name}: train batches (live)")
-            for key, style, what in (("eval", "o-", "EMA"), ("eval_live", "x--", "live")):
+            if not many:
+                axes[0, col].plot([r[xkey] * scale for r in tr], [100 * r["cell_acc"] for r in tr], color=color,
+                                  alpha=0.35, lw=1, label=f"{name}: train batches (live)")
+            kinds = (("eval", "-", "EMA"),) if many else (("eval", "-", "EMA"), ("eval_live", "--", "live"))
+            for key, line, what in kinds:
                 ev = [r for r in c["eval"] if f"{key}/cell_acc" in r]
                 if not ev:
                     continue
                 x = [r[xkey] * scale for r in ev]
-                axes[0, col].plot(x, [100 * r[f"{key}/cell_acc"] for r in ev], style, color=color, ms=4,
-                                  label=f"{name}: eval ({what})")
-                axes[1, col].plot(x, [100 * r[f"{key}/board_acc"] for r in ev], style, color=color, ms=4,
-                                  label=f"{name}: eval ({what})")
+                style = dict(color=color, marker=markers[i // 10] if many else "ox"[key == "eval_live"], ms=4,
+                             ls=line, label=name if many else f"{name}: eval ({what})")
+                axes[0, col].plot(x, [100 * r[f"{key}/cell_acc"] for r in ev], **style)
+                axes[1, col].plot(x, [100 * r[f"{key}/board_acc"] for r in ev], **style)
             for row, what in ((0, "cell (blank) accuracy (%)"), (1, "board accuracy (%)")):
                 axes[row, col].set_xlabel(xlabel)
                 axes[row, col].set_ylabel(what)
                 axes[row, col].grid(alpha=0.3)
-    axes[0, 0].legend(fontsize=7)
+    if many:
+        axes[0, 1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0), title="EMA evaluation")
+    else:
+        axes[0, 0].legend(fontsize=7)
     fig.suptitle("Sudoku training (evaluation on SATNet test at T_eval = T_train)")
     fig.tight_layout()
     return save_figure(fig, path)
