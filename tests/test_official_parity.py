@@ -127,3 +127,44 @@ def test_legacy_checkpoints_keep_their_parametrization():
     itrsa = ModelConfig(kind="itrsa", d=16, heads=2, n=4)
     assert (itrsa.param_init, itrsa.gta_param, itrsa.readout) == ("normal", "angles", "gelu")
     assert new.with_kind("itrsa") == itrsa
+
+
+def test_one_training_step_matches_the_official_code(rec):
+    """The official train_sudoku.py step on the fixture's puzzles (random targets, the same noise): the loss,
+    every gradient, and the weights after clip_grad_norm_(1.0) and one Adam(1e-3) step, against ours
+    (``rsa_jax.train_state.make_optimizer``: clip_by_global_norm then optax.adam)."""
+    import optax
+
+    from rsa_jax.train_config import TrainConfig
+    from rsa_jax.train_state import make_optimizer
+    d, h, n, t = (int(v) for v in rec["config"])
+    cfg = ModelConfig(kind="akorn", d=d, heads=h, n=n)
+    state = {k[2:]: v for k, v in rec.items() if k.startswith("w/")}
+    model = load_official(state, cfg)
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+    digits, target = jnp.asarray(rec["digits"]), jnp.asarray(rec["target"])
+    noise = jnp.asarray(rec["noise"]).reshape(len(digits), d, 81).transpose(0, 2, 1)
+
+    def loss_fn(p):
+        m = nnx.merge(graphdef, p, rest)
+        c, _ = m.condition(digits, digits > 0, jax.random.PRNGKey(0))
+        g = (digits > 0)[..., None].astype(c.dtype)
+        logits = m.readout(m.rollout(c, pi(g * c + (1 - g) * noise, n), t))
+        return optax.softmax_cross_entropy_with_integer_labels(logits, target).mean()
+
+    loss, grads = jax.value_and_grad(loss_fn)(params)
+    assert abs(float(loss) - float(rec["loss"])) < 1e-5
+    want = official_to_params({k[2:]: v for k, v in rec.items() if k.startswith("g/")}, cfg)
+    got = nnx.to_pure_dict(grads)
+    scale = max(float(np.max(np.abs(v))) for v in jax.tree.leaves(want))
+    diffs = jax.tree.map(lambda a, b: float(np.max(np.abs(np.asarray(a) - np.asarray(b)))), got, want)
+    assert max(jax.tree.leaves(diffs)) < 1e-4 * scale, diffs
+    tx = make_optimizer(TrainConfig(model=cfg, lr=1e-3, grad_clip=1.0))
+    with jax.numpy_dtype_promotion("standard"):   # optax's bias correction mixes a Python float and int32
+        updates, _ = tx.update(grads, tx.init(params), params)
+    stepped = nnx.to_pure_dict(optax.apply_updates(params, updates))
+    after = official_to_params({k[3:]: v for k, v in rec.items() if k.startswith("w1/")}, cfg)
+    moved = jax.tree.map(lambda a, b: float(np.max(np.abs(np.asarray(a) - np.asarray(b)))), stepped, after)
+    # Adam's first step moves each weight by lr * g / (|g| + eps) ~ 1e-3: agree to 1% of it (a gradient entry
+    # near eps = 1e-8 turns float32 rounding of g into a visible change of its step; seen: 1.1e-6)
+    assert max(jax.tree.leaves(moved)) < 1e-5, moved
