@@ -34,7 +34,8 @@ import numpy as np
 STEPS_PER_EPOCH = 90
 
 
-def _official_model(repo: Path, seed: int):
+def official_akorn(repo: Path, d: int, heads: int, t: int, seed: int):
+    """The official ``SudokuAKOrN`` (N = 4, the README's omega options) from ``torch.manual_seed(seed)``."""
     import torch
     sys.path.insert(0, str(repo))
     stub = sys.modules.setdefault("pandas", types.ModuleType("pandas"))   # imported by the dataset module, unused
@@ -42,11 +43,22 @@ def _official_model(repo: Path, seed: int):
     if sys.modules.get("pandas") is stub and not hasattr(stub, "__version__"):
         del sys.modules["pandas"]   # torch's own imports look for the real one
     torch.manual_seed(seed)
-    net = SudokuAKOrN(n=4, ch=128, L=1, T=16, gamma=1.0, J="attn", use_omega=True, global_omg=True, init_omg=0.5,
-                      learn_omg=True, nl=True, heads=4)
+    return SudokuAKOrN(n=4, ch=d, L=1, T=t, gamma=1.0, J="attn", use_omega=True, global_omg=True, init_omg=0.5,
+                       learn_omg=True, nl=True, heads=heads)
+
+
+def untie_gta(net) -> None:
+    """``mat_q, mat_k, mat_v, mat_o`` as four independent parameters, as after ``net.cuda()`` (on a CPU the
+    official code's four share one storage)."""
+    import torch
     attn = net.layers[0][0].connectivity
-    for name in ("mat_q", "mat_k", "mat_v", "mat_o"):   # as after net.cuda(): four independent parameters
+    for name in ("mat_q", "mat_k", "mat_v", "mat_o"):
         setattr(attn, name, torch.nn.Parameter(getattr(attn, name).detach().clone()))
+
+
+def _official_model(repo: Path, seed: int):
+    net = official_akorn(repo, 128, 4, 16, seed)
+    untie_gta(net)
     return net
 
 

@@ -57,8 +57,7 @@ def init_attention(key: jax.Array, d: int, heads: int, *, bias: bool = False, ou
     std = 1.0 / math.sqrt(d) if std is None else std
     if dist == "torch":
         kq, kk, kv, ko, kb = jax.random.split(key, 5)
-        bound = 1.0 / math.sqrt(d)   # fan_in = D for W_qkv and W_o
-        draw = lambda k, shape: jax.random.uniform(k, shape, dtype, -bound, bound)
+        draw = lambda k, shape: torch_uniform(k, shape, d, dtype)   # fan_in = D for W_qkv and W_o
     else:   # the draws of every earlier version
         kq, kk, kv, ko = jax.random.split(key, 4)
         draw = lambda k, shape: std * jax.random.normal(k, shape, dtype)
@@ -72,6 +71,12 @@ def init_attention(key: jax.Array, d: int, heads: int, *, bias: bool = False, ou
         else:
             p |= {k: jnp.zeros(shape, dtype) for k, shape in shapes.items()}
     return p
+
+
+def torch_uniform(key: jax.Array, shape, fan_in: int, dtype=jnp.float32) -> jnp.ndarray:
+    """PyTorch's default ``nn.Linear`` / ``nn.Conv2d`` draw for weights and biases: U(+-1/sqrt(fan_in))."""
+    bound = 1.0 / math.sqrt(fan_in)
+    return jax.random.uniform(key, shape, dtype, -bound, bound)
 
 
 def check_attention(params: Params, x: jnp.ndarray) -> None:

@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from rsa_jax.attention import init_attention, orthogonal_value_output
+from rsa_jax.attention import init_attention, orthogonal_value_output, torch_uniform
 from rsa_jax.dynamics import akorn_step, itrsa_step, rollout
 from rsa_jax.ops import chunk_norm
 
@@ -134,7 +134,6 @@ class CoreConfig:
         ``kind`` (the normalization) go back to the new kind's default (ItrSA: RMSNorm, AKOrN: Pi)
         unless given: ``norm`` (``None``: the default)."""
         reset = {name: None for name, sources in self.DERIVED.items() if "kind" in sources}
-        reset = {k: v for k, v in reset.items() if hasattr(self, k)}
         return dataclasses.replace(self, **{**reset, "kind": kind, **({} if norm is None else {"norm": norm})})
 
     @property
@@ -194,12 +193,6 @@ def gta_matrices(head_dim: int, grid: tuple[int, int] = SUDOKU_GRID) -> jnp.ndar
     cos, sin = jnp.cos(theta), jnp.sin(theta)
     rot = jnp.stack([jnp.stack([cos, -sin], -1), jnp.stack([sin, cos], -1)], -2)   # (S, P, 2, 2)
     return jnp.stack([rot, rot, rot, jnp.swapaxes(rot, -1, -2)])
-
-
-def torch_uniform(key: jax.Array, shape, fan_in: int, dtype=jnp.float32) -> jnp.ndarray:
-    """PyTorch's default ``nn.Linear`` / ``nn.Conv2d`` draw for weights and biases: U(+-1/sqrt(fan_in))."""
-    bound = 1.0 / math.sqrt(fan_in)
-    return jax.random.uniform(key, shape, dtype, -bound, bound)
 
 
 def linear(d_in: int, d_out: int, rngs: nnx.Rngs, param_init: str = "normal", *, use_bias: bool = True):
