@@ -95,18 +95,23 @@ def _tqdm(total, initial, enabled):
                 dynamic_ncols=True, desc="train")
 
 
-def _warn_config_change(old: dict, new: dict, defaults: dict) -> None:
+def _config_changes(old: dict, new: dict, defaults: dict, absent: dict) -> list:
+    """``"field: old -> new"`` for each field that differs between a run's recorded config and this one
+    (bookkeeping fields ignored). A field missing from an older ``config.json`` had its default then, or
+    its ``WHEN_ABSENT`` value (``absent``: ``{"model": {...}}``, fields whose default changed since)."""
     ignore = {"epochs", "max_steps", "time_budget", "eval_live", "checkpoint_every", "keep_checkpoints", "log_every",
               "eval_every", "progress", "out", "data_dir", "eval_limit", "data_parallel"}
-    def fill(old, defaults):   # a field missing from an older config.json had its default then
-        return {**defaults, **{k: fill(v, defaults[k]) if isinstance(v, dict) and isinstance(defaults.get(k), dict)
-                               else v for k, v in old.items()}}
+    def fill(old, defaults, absent):
+        return {**defaults, **absent, **{k: fill(v, defaults[k], absent.get(k, {}))
+                                         if isinstance(v, dict) and isinstance(defaults.get(k), dict)
+                                         else v for k, v in old.items()}}
 
-    old = fill(old, defaults)
-    changed = [k for k in set(old) | set(new) if k not in ignore and old.get(k) != new.get(k)]
-    if changed:
-        warnings.warn("resuming with a changed config: " + ", ".join(
-            f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in sorted(changed)), stacklevel=3)
+    def diff(old, new, prefix=""):
+        return [line for k in sorted(set(old) | set(new)) if k not in ignore and old.get(k) != new.get(k)
+                for line in (diff(old[k], new[k], f"{prefix}{k}.") if isinstance(old.get(k), dict)
+                             and isinstance(new.get(k), dict) else [f"{prefix}{k}: {old.get(k)!r} -> {new.get(k)!r}"])]
+
+    return diff(fill(old, defaults, absent), new)
 
 
 def train(cfg: TrainConfig, task: Task, penalties: Sequence = (), resume: bool = True):
@@ -157,10 +162,20 @@ def train(cfg: TrainConfig, task: Task, penalties: Sequence = (), resume: bool =
             latest = mngr.latest_step()
             if resume and latest is not None:
                 old = out / CONFIG_FILE
-                if old.exists():
-                    _warn_config_change(json.loads(old.read_text()).get("config", {}), record["config"],
-                                        config_to_dict(type(cfg)()))
-                state, meta = restore_checkpoint(mngr, latest, state)
+                changed = _config_changes(json.loads(old.read_text()).get("config", {}) if old.exists() else {},
+                                          record["config"], config_to_dict(type(cfg)()),
+                                          {"model": getattr(type(cfg.model), "WHEN_ABSENT", {})}) if old.exists() else []
+                if changed:
+                    warnings.warn("resuming with a changed config: " + ", ".join(changed), stacklevel=2)
+                try:
+                    state, meta = restore_checkpoint(mngr, latest, state)
+                except ValueError as e:   # orbax: the saved tree is not this model's
+                    raise ValueError(
+                        f"{ckpt_dir}: the step-{latest} checkpoint does not fit the model this config builds "
+                        f"(changed: {', '.join(changed) or 'no recorded field'}). Resume with the options it was "
+                        f"trained with (its {CONFIG_FILE}; an AKOrN trained before the official parametrization "
+                        "needs --model-param-init normal --model-gta-param angles --model-omega-param scalar "
+                        "--model-readout gelu) or start afresh (resume=False, --no-resume)") from e
                 start = int(meta["step"])
             history = read_history(metrics_path, start)
             (out / CONFIG_FILE).write_text(json.dumps(record, indent=2) + "\n")

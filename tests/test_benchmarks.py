@@ -20,3 +20,13 @@ def test_summarize_pools_children_and_takes_the_median():
     row = allocator_bench.summarize("akorn", "glibc", "", runs)
     assert row["ms_per_step"] == 20.0 and row["preload"] is None
     assert row["user_s_per_step"] == 2.0 and row["minor_faults_per_step"] == 200
+
+
+def test_concurrency_summary_adds_the_runs_at_once():
+    from benchmarks import concurrency_bench
+    # two rounds of two runs at once: run 0 took 2,000 ms/step (median), run 1 4,000 ms/step
+    rounds = [[{"ms_all": [1000.0, 2000.0]}, {"ms_all": [4000.0]}],
+              [{"ms_all": [3000.0]}, {"ms_all": [4000.0, 5000.0]}]]
+    row = concurrency_bench.summarize("akorn", "many", rounds, steps=900)
+    assert row["ms_per_step"] == [2000.0, 4000.0] and row["runs_at_once"] == 2
+    assert row["steps_per_hour"] == 1800.0 + 900.0 and row["models_per_hour"] == 3.0

@@ -368,6 +368,31 @@ def test_resume_warns_on_changed_config_and_fields_missing_from_old_runs(tmp_pat
         train(dataclasses.replace(cfg, epochs=2, grad_clip=0.5, weight_decay=0.1), toy_task())
 
 
+def test_a_pre_parity_run_resumes_with_its_options_and_is_refused_clearly_without(tmp_path):
+    """A run written before the official AKOrN parametrization (its config.json lacks the four fields) resumes
+    silently with the options it was trained with (``WHEN_ABSENT``), and with today's defaults is refused
+    with a message naming the fields, not orbax's tree diff."""
+    import warnings
+    legacy = dict(param_init="normal", gta_param="angles", omega_param="scalar", readout="gelu")
+    old = dataclasses.replace(tiny_cfg(tmp_path), model=ModelConfig(kind="akorn", d=16, heads=2, n=4, **legacy),
+                              max_steps=3)
+    train(old, sudoku_task(old))
+    path = tmp_path / "config.json"
+    rec = json.loads(path.read_text())
+    for k in legacy:
+        del rec["config"]["model"][k]                           # as the code before the change wrote it
+    path.write_text(json.dumps(rec))
+    with pytest.raises(ValueError, match=r"model\.param_init: 'normal' -> 'torch'.*--model-param-init normal"):
+        with pytest.warns(UserWarning, match="model.gta_param: 'angles' -> 'matrices'"):
+            new = tiny_cfg(tmp_path, max_steps=4)
+            train(new, sudoku_task(new))
+    path.write_text(json.dumps(rec))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        _, history = train(dataclasses.replace(old, max_steps=4), sudoku_task(old))
+    assert history[-1]["step"] == 4
+
+
 def test_ema_matches_ema_pytorch_schedule():
     """ema_pytorch.EMA(beta, update_every, update_after_step), power 2/3, inv_gamma 1, written out."""
     beta, every, after, power = 0.9, 3, 4, 2 / 3
