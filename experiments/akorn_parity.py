@@ -157,6 +157,8 @@ def _read(run: Path) -> dict:
 
 def report(args) -> str:
     runs = {Path(r).name: _read(Path(r)) for r in args.runs}
+    if args.max_step is not None:
+        runs = {n: {k: {s: x for s, x in c.items() if s <= args.max_step} for k, c in v.items()} for n, v in runs.items()}
     steps = sorted(set.union(*(set(v["cell"]) for v in runs.values())))
     head = "| step | " + " | ".join(f"{n} loss | {n} cell % | {n} board %" for n in runs) + " |"
     lines = [head, "|" + "---|" * (1 + 3 * len(runs))]
@@ -207,6 +209,7 @@ def main(argv=None):
     r = sub.add_parser("report", help="table and plot of runs' learning curves")
     r.add_argument("--runs", nargs="+", required=True, help="run folders holding metrics.jsonl")
     r.add_argument("--plot", default="outputs/akorn_parity/akorn_learning_parity.png")
+    r.add_argument("--max-step", type=int, default=None, help="only the steps up to this one (default: all)")
     args = p.parse_args(argv)
     return train_official(args) if args.cmd == "official" else report(args)
 
