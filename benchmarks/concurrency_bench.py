@@ -12,7 +12,9 @@ EMA) with the allocator the queue uses (``--allocator``, default tcmalloc where 
 
   one  one child, the batch split over ``--cores`` host devices, no affinity (``make claims``);
   many ``--cores`` children started together, each one host device pinned to one core
-       (``os.sched_setaffinity``); they compile, wait at a barrier, then time their steps together.
+       (``os.sched_setaffinity``); they compile, wait at a barrier, then time their steps together;
+  many1 the same with XLA's Eigen thread pool off (``--xla_cpu_multi_thread_eigen=false``), so that a
+       child does not run two threads on its one core.
 
 Layouts alternate for ``--rounds`` rounds so that other load hits each alike. Reported per layout: the
 median ms/step of each run, and the training steps per hour of the whole machine (the sum over the runs
@@ -32,7 +34,7 @@ import sys
 from benchmarks.allocator_bench import find_preload
 
 
-def child(model: str, iters: int, devices: int, core: int | None) -> dict:
+def child(model: str, iters: int, devices: int, core: int | None, tiny: bool = False) -> dict:
     """Pins this process to ``core`` (if given), compiles the step, says ``ready``, waits for a line on stdin
     (the barrier), then times ``iters`` steps; returns their wall ms."""
     import time
@@ -42,7 +44,7 @@ def child(model: str, iters: int, devices: int, core: int | None) -> dict:
     from benchmarks.cpu_step_bench import prepare
     if core is not None:
         os.sched_setaffinity(0, {core})
-    entry = prepare(model, "dp" if devices > 1 else "base", devices)
+    entry = prepare(model, "dp" if devices > 1 else "base", devices, tiny)
     jax.block_until_ready(entry["call"]())
     print("ready", flush=True)
     sys.stdin.readline()
@@ -54,9 +56,10 @@ def child(model: str, iters: int, devices: int, core: int | None) -> dict:
     return {"ms_all": [t * 1e3 for t in times], "core": core, "devices": devices}
 
 
-def run_together(model: str, iters: int, specs: list, preload: str) -> list:
-    """Starts one child per ``(devices, core)`` in ``specs``, releases them together once all are compiled,
-    and returns their results in order."""
+def run_together(model: str, iters: int, specs: list, preload: str, extra_flags: tuple = (),
+                 tiny: bool = False) -> list:
+    """Starts one child per ``(devices, core)`` in ``specs`` (``extra_flags``: more ``XLA_FLAGS``), releases
+    them together once all are compiled, and returns their results in order."""
     env = dict(os.environ)
     env.pop("LD_PRELOAD", None)
     if preload:
@@ -64,9 +67,10 @@ def run_together(model: str, iters: int, specs: list, preload: str) -> list:
     flags = [f for f in env.get("XLA_FLAGS", "").split() if "xla_force_host_platform_device_count" not in f]
     procs = []
     for devices, core in specs:
-        env["XLA_FLAGS"] = " ".join(flags + [f"--xla_force_host_platform_device_count={devices}"])
+        env["XLA_FLAGS"] = " ".join(flags + [f"--xla_force_host_platform_device_count={devices}", *extra_flags])
         cmd = [sys.executable, "-m", "benchmarks.concurrency_bench", "--child", "--models", model,
                "--iters", str(iters), "--child-devices", str(devices)] + ([] if core is None else ["--core", str(core)])
+        cmd += ["--tiny"] if tiny else []
         procs.append(subprocess.Popen(cmd, env=dict(env), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                       stderr=subprocess.PIPE, text=True))
     for p in procs:
@@ -109,9 +113,10 @@ def main(argv=None) -> dict:
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--child-devices", type=int, default=1, help=argparse.SUPPRESS)
     p.add_argument("--core", type=int, default=None, help=argparse.SUPPRESS)
+    p.add_argument("--tiny", action="store_true", help="a tiny model (cpu_step_bench.TINY): a smoke test, not a timing")
     a = p.parse_args(argv)
     if a.child:
-        print(json.dumps(child(a.models[0], a.iters, a.child_devices, a.core)), flush=True)
+        print(json.dumps(child(a.models[0], a.iters, a.child_devices, a.core, a.tiny)), flush=True)
         return {}
     cores = sorted(os.sched_getaffinity(0))[:a.cores] if a.cores else sorted(os.sched_getaffinity(0))
     if len(cores) < 2 or a.iters < 1 or a.rounds < 1:
@@ -120,25 +125,29 @@ def main(argv=None) -> dict:
     if preload is None:
         print(f"{a.allocator} not installed: glibc malloc", flush=True)
         preload = ""
-    layouts = {"one": [(len(cores), None)], "many": [(1, c) for c in cores]}
+    pinned = [(1, c) for c in cores]
+    layouts = {"one": ([(len(cores), None)], ()), "many": (pinned, ()),
+               "many1": (pinned, ("--xla_cpu_multi_thread_eigen=false",))}
     rows = []
     for model in a.models:
         done = {k: [] for k in layouts}
         for r in range(a.rounds):
             for name in (list(layouts) if r % 2 == 0 else list(reversed(layouts))):
-                done[name].append(run_together(model, a.iters, layouts[name], preload))
+                specs, flags = layouts[name]
+                done[name].append(run_together(model, a.iters, specs, preload, flags, a.tiny))
         ref = None
         for name in layouts:
             row = summarize(model, name, done[name], a.steps)
             ref = ref or row["steps_per_hour"]
             row["throughput_vs_one"] = row["steps_per_hour"] / ref
             rows.append(row)
-            print(f"{model:6s} {name:4s} x{row['runs_at_once']}: ms/step "
+            print(f"{model:6s} {name:5s} x{row['runs_at_once']}: ms/step "
                   + " ".join(f"{ms:.0f}" for ms in row["ms_per_step"])
                   + f"  {row['steps_per_hour']:.0f} steps/h = {row['models_per_hour']:.2f} models/h"
                   + f"  x{row['throughput_vs_one']:.2f}", flush=True)
     from benchmarks.common import environment, write_json
-    payload = {"benchmark": "concurrency", "cores": cores, "iters": a.iters, "rounds": a.rounds, "steps": a.steps,
+    payload = {"benchmark": "concurrency", "tiny": a.tiny, "cores": cores, "iters": a.iters, "rounds": a.rounds,
+               "steps": a.steps,
                "allocator": a.allocator, "preload": preload or None, "environment": environment(), "results": rows}
     write_json(a.out, payload)
     return payload

@@ -54,8 +54,15 @@ def model_flops(cfg) -> float:
     return 3.0 * cfg.t_train * cfg.batch_size * (8 * S * d * d + 4 * S * S * d)
 
 
-def prepare(kind: str, variant: str, devices: int) -> dict:
+#: a size for smoke tests of the harnesses (``prepare(..., tiny=True)``), not for timings
+TINY = {"d": 16, "heads": 2, "batch_size": 8, "t_train": 2}
+
+
+def prepare(kind: str, variant: str, devices: int, tiny: bool = False) -> dict:
     cfg = dataclasses.replace(SUDOKU_CPU, model=SUDOKU_CPU.model.with_kind(kind), progress=False)
+    if tiny:
+        cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, d=TINY["d"], heads=TINY["heads"]),
+                                  batch_size=TINY["batch_size"], t_train=TINY["t_train"])
     boards = random_boards(cfg.batch_size)
     task = sudoku_task(cfg, boards, boards)
     with jax.default_matmul_precision(cfg.matmul_precision):

@@ -30,3 +30,21 @@ def test_concurrency_summary_adds_the_runs_at_once():
     row = concurrency_bench.summarize("akorn", "many", rounds, steps=900)
     assert row["ms_per_step"] == [2000.0, 4000.0] and row["runs_at_once"] == 2
     assert row["steps_per_hour"] == 1800.0 + 900.0 and row["models_per_hour"] == 3.0
+
+
+def test_concurrency_bench_runs_its_layouts_end_to_end(tmp_path):
+    """The children compile, meet at the barrier, pin themselves and report (tiny model: not a timing)."""
+    import json
+    import os
+    import subprocess
+    import sys
+    if len(os.sched_getaffinity(0)) < 2:
+        import pytest
+        pytest.skip("needs two cores")
+    out = tmp_path / "c.json"
+    subprocess.run([sys.executable, "-m", "benchmarks.concurrency_bench", "--tiny", "--models", "itrsa", "--cores", "2",
+                    "--iters", "1", "--rounds", "1", "--allocator", "glibc", "--out", str(out)], check=True,
+                   capture_output=True, text=True, timeout=600)
+    rows = {r["layout"]: r for r in json.loads(out.read_text())["results"]}
+    assert [rows[k]["runs_at_once"] for k in ("one", "many", "many1")] == [1, 2, 2]
+    assert rows["one"]["throughput_vs_one"] == 1.0 and all(r["steps_per_hour"] > 0 for r in rows.values())
