@@ -85,6 +85,11 @@ class Planned(NamedTuple):
     train: dict = {}
     claim: str = ""
     group: str = ""
+    #: start from the run folder of this planned model (its latest checkpoint, metrics and invocations), not from init
+    start_from: str = ""
+    #: ``(epochs, gain)``: train ``epochs`` at a time, and stop when the best SATNet-test board accuracy (EMA) of
+    #: the last ``epochs`` is less than ``gain`` above the best before them (``max_steps`` caps it)
+    until_flat: tuple = ()
 
 
 # In training order: after the central claim, the models that open a claims-table row (heads, R_E-single,
@@ -95,6 +100,10 @@ PLAN = (
     Planned("sudoku-itrsa-cpu", "itrsa", claim="baseline (ItrSA with RMSNorm)"),
     # evaluated every epoch (90 steps): its curve is the learning-parity comparison with the official code
     Planned("sudoku-akorn-cpu", "akorn", train={"eval_every": 1}, claim="baseline (AKOrN)"),
+    # issue 32: the baseline trained on from its 2,880 steps while its SATNet-test boards still improve (the claims
+    # compare models at 2,880 steps, so this is a model of its own); four epochs at a time, one point of boards
+    Planned("sudoku-akorn-long-cpu", "akorn", train={"eval_every": 1, "max_steps": 8640}, start_from="sudoku-akorn-cpu",
+            until_flat=(4, 0.01), claim="the AKOrN baseline trained on while its SATNet-test boards improve"),
     Planned("sudoku-itrsa-nonorm-cpu", "itrsa", model={"norm": "none"}, train={"max_steps": 90, "checkpoint_every": 10},
             claim="max LE > 0 without normalization (trained one epoch, as the paper does: it diverges)"),
     Planned("sudoku-itrsa-symmetric-cpu", "itrsa",
@@ -352,6 +361,42 @@ def long_lyapunov(name: str, out: Path) -> None:
             print(f"[{name}] {e}; again in float64", flush=True)
 
 
+def improving(history: list, window: int, gain: float) -> bool:
+    """Whether the best ``eval/board_acc`` (EMA weights) of the evaluations in the last ``window`` steps of
+    ``history`` (metric records) is at least ``gain`` above the best one before them (True if none before)."""
+    evals = [(r["step"], r["eval/board_acc"]) for r in history if "eval/board_acc" in r]
+    if not evals:
+        return True
+    last = evals[-1][0]
+    recent = [a for s, a in evals if s > last - window]
+    before = [a for s, a in evals if s <= last - window]
+    return not before or max(recent) >= max(before) + gain
+
+
+def _train_until_flat(entry: Planned, cfg, run: Path, deadline: float) -> dict:
+    """Trains ``entry.until_flat[0]`` epochs at a time (exact resumes) until the run stops improving
+    (:func:`improving`), reaches ``cfg.max_steps`` or the ``deadline`` (``time.time()``); returns the manifest
+    note ``{"stopped": why}`` when it is done, ``{}`` when time ran out."""
+    from rsa_jax.runs import read_history
+    from rsa_jax.tasks.sudoku import sudoku_task
+    from rsa_jax.train import train
+    epochs, gain = entry.until_flat
+    spe = sudoku_task(cfg).steps_per_epoch
+    cap = min(cfg.max_steps, cfg.epochs * spe)
+    while True:
+        have = latest_step(run) or 0
+        target = min(cap, (have // spe + epochs) * spe)
+        left = deadline - time.time()
+        if have >= cap or left <= 0:
+            return {"stopped": f"step {have}: the last step planned"} if have >= cap else {}
+        train(dataclasses.replace(cfg, max_steps=target, time_budget=left), sudoku_task(cfg))
+        if (latest_step(run) or 0) < target:
+            return {}
+        if not improving(read_history(run / "metrics.jsonl", target), epochs * spe, gain):
+            return {"stopped": f"step {target}: the best SATNet-test boards (EMA) of the last {epochs} epochs are "
+                               f"not {100 * gain:g} points above the best before them"}
+
+
 def _restore(run: Path, parked: Path) -> None:
     """Replaces ``run`` by the parked copy when that is further along (or ``run`` has no checkpoint)."""
     if not parked.is_dir():
@@ -400,6 +445,15 @@ def train_next(args) -> list:
             print(f"[{entry.name}] {left:.0f}s of the budget left (< {args.min_budget}s): stopping")
             break
         run, parked = args.runs_dir / entry.name, pretrained.root() / RESUME_DIR / entry.name
+        if entry.start_from and latest_step(run) is None and latest_step(parked) is None:
+            source = args.runs_dir / entry.start_from
+            if latest_step(source) is None:
+                print(f"[{entry.name}] starts from {entry.start_from}'s run, and {source} has no checkpoint (run "
+                      f"folders stay on the machine that trained them: train {entry.start_from} again); next model")
+                continue
+            shutil.rmtree(run, ignore_errors=True)
+            shutil.copytree(source, run)
+            print(f"[{entry.name}] starts from {source} at step {latest_step(run)}", flush=True)
         _restore(run, parked)
         cfg = config(entry, args.steps, run, left)
         print(f"[{entry.name}] training ({entry.claim}); {left:.0f}s left", flush=True)
@@ -411,7 +465,10 @@ def train_next(args) -> list:
                                 "preload": os.environ.get("LD_PRELOAD") or None}) + "\n")
         note = {}
         try:
-            train(cfg, sudoku_task(cfg))
+            if entry.until_flat:
+                note = _train_until_flat(entry, cfg, run, started + args.budget - reserve)
+            else:
+                train(cfg, sudoku_task(cfg))
         except TrainingDiverged as e:   # expected of unnormalized ItrSA: ship the last good state, say so
             print(f"[{entry.name}] {e}")
             if e.last_checkpoint is None:
@@ -420,7 +477,7 @@ def train_next(args) -> list:
             note = {"diverged": f"non-finite loss at step {e.step}; shipped the step-{e.last_checkpoint} checkpoint",
                     "steps": e.last_checkpoint, "examples_seen": e.last_checkpoint * cfg.batch_size}
         step = latest_step(run)
-        if not note and (step is None or step < cfg.max_steps):
+        if "stopped" not in note and "diverged" not in note and (step is None or step < cfg.max_steps):
             print(f"[{entry.name}] stopped at step {step} of {cfg.max_steps}: resume with the same command")
             break
         info = {**note, **_info(entry, command), "invocations": _invocations(run)}

@@ -1,7 +1,8 @@
 """Sudoku in- and out-of-distribution accuracy and test-time scaling (SPEC "Sudoku protocol").
 
 By default (a CPU, no training flags) it evaluates the shipped trained models of ``rsa_jax.pretrained``
-(``sudoku-itrsa-cpu``, ``sudoku-akorn-cpu``; a shipped ``-gpu`` model of the same kind wins) and prints
+(``sudoku-itrsa-cpu``, ``sudoku-akorn-cpu``; a shipped ``-gpu`` model of the same kind wins, then a ``-long-cpu``
+one, trained on past the claims budget while it improved) and prints
 where each came from (its manifest: training command, steps, wall time, device, date). --checkpoints
 names other models (shipped names, ``.npz`` files or run directories), one per --models entry.
 
@@ -74,9 +75,11 @@ def eval_config(args) -> SudokuEvalConfig:
 
 
 def default_checkpoint(kind: str) -> str:
-    """The shipped model used for ``kind`` when none is named: ``sudoku-<kind>-gpu`` if shipped, else ``-cpu``."""
+    """The shipped model used for ``kind`` when none is named: the first of ``sudoku-<kind>-gpu``, ``-long-cpu``
+    and ``-cpu`` that is shipped."""
     shipped = pretrained.names()
-    return next((n for n in (f"sudoku-{kind}-gpu", f"sudoku-{kind}-cpu") if n in shipped), f"sudoku-{kind}-cpu")
+    return next((n for n in (f"sudoku-{kind}-gpu", f"sudoku-{kind}-long-cpu", f"sudoku-{kind}-cpu") if n in shipped),
+                f"sudoku-{kind}-cpu")
 
 
 def build_parser():

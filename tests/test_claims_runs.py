@@ -204,3 +204,33 @@ def test_a_pre_parity_akorn_is_stale_and_retired(setup):
     assert "x-akorn" not in pretrained.names() and retired.parent.name == claims_runs.PREPARITY_DIR
     model, _ = pretrained.load_file(retired)
     assert model.config.kind == "akorn"
+
+
+def test_improving_compares_the_last_window_with_the_best_before():
+    ev = lambda s, a: {"step": s, "eval/board_acc": a}   # noqa: E731
+    hist = [ev(90, 0.10), {"step": 100, "loss": 1.0}, ev(180, 0.50), ev(270, 0.45), ev(360, 0.52)]
+    assert claims_runs.improving(hist, 180, 0.01)           # last window {270, 360}: 0.52 >= 0.50 + 0.01
+    assert not claims_runs.improving(hist, 180, 0.03)       # ... but not 3 points above
+    assert not claims_runs.improving(hist[:4], 90, 0.0)     # window {270}: 0.45 < 0.50, the best before
+    assert claims_runs.improving(hist[:1], 180, 0.5) and claims_runs.improving([], 90, 0.0)   # nothing before
+
+
+def test_a_model_started_from_another_trains_on_until_flat(setup, monkeypatch):
+    """``start_from`` copies the source's run (checkpoint, metrics), ``until_flat`` trains epochs at a time and
+    ships once the boards stop improving; the source run is untouched, a missing source is said."""
+    tmp = setup
+    base = claims_runs.Planned("t-base", "akorn", train={"eval_every": 1}, claim="baseline")
+    long = claims_runs.Planned("t-long", "akorn", train={"eval_every": 1, "max_steps": 40, "epochs": 10},
+                               start_from="t-base",
+                               until_flat=(1, 0.01), claim="on while it improves")
+    monkeypatch.setattr(claims_runs, "PLAN", (base, long))
+    flags = ["--runs-dir", str(tmp / "runs"), "--out", str(tmp / "o"), "--steps", "4", "--no-evaluate"]
+    assert claims_runs.main(["train", "--only", "t-long", *flags]) == []          # no source run yet: skipped
+    assert claims_runs.main(["train", *flags]) == ["t-base", "t-long"]
+    m = pretrained.manifest("t-long")
+    # 4 steps per epoch (32 puzzles, batch 8); the base's evaluation at step 4 comes before the first chunk, and a
+    # tiny model solves no board, so that chunk (to step 8) is already flat
+    assert m["steps"] == 8 and m["stopped"].startswith("step 8:")
+    steps = [json.loads(line)["step"] for line in (tmp / "runs" / "t-long" / "metrics.jsonl").read_text().splitlines()]
+    assert steps[0] == 1 and max(steps) == 8                                      # the base's records come along
+    assert claims_runs.latest_step(tmp / "runs" / "t-base") == 4 and pretrained.manifest("t-base")["steps"] == 4
