@@ -18,6 +18,9 @@ It writes ``metrics.jsonl`` in our trainer's format (``loss`` every 20 steps, ``
 
 ``report``: training loss and SATNet-test cell / board accuracy of the live weights against the step for
 each run (ours: ``runs/<name>/metrics.jsonl``), one table (markdown) and one plot.
+
+``export``: an official ``checkpoint.pt`` as a model file of ours, so that ``experiments.sudoku_ood
+--checkpoints FILE`` evaluates the official model (its T_eval curves beside ours, at the same step).
 """
 
 from __future__ import annotations
@@ -192,6 +195,26 @@ def report(args) -> str:
     return table
 
 
+def export(args) -> Path:
+    """The official loop's ``checkpoint.pt`` (live weights) as a model file of ours (``rsa_jax.pretrained.save``;
+    mapped by ``rsa_jax.models.official``, the function checked by the parity test), so that our evaluations
+    (``experiments.sudoku_ood --checkpoints FILE``) run the official model."""
+    import dataclasses
+
+    import torch
+
+    from rsa_jax import pretrained
+    from rsa_jax.configs import SUDOKU_CPU
+    from rsa_jax.models.official import load_official
+    state = torch.load(args.checkpoint, weights_only=False)
+    cfg = dataclasses.replace(SUDOKU_CPU, model=dataclasses.replace(SUDOKU_CPU.model.with_kind("akorn"), d=args.d,
+                                                                    heads=args.heads))
+    model = load_official({k: v.detach().cpu().numpy() for k, v in state["net"].items()}, cfg.model)
+    out = pretrained.save(model, cfg, args.out)
+    print(f"wrote {out} (official weights at step {state['step']})")
+    return out
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(prog="python -m experiments.akorn_parity", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -210,8 +233,13 @@ def main(argv=None):
     r.add_argument("--runs", nargs="+", required=True, help="run folders holding metrics.jsonl")
     r.add_argument("--plot", default="outputs/akorn_parity/akorn_learning_parity.png")
     r.add_argument("--max-step", type=int, default=None, help="only the steps up to this one (default: all)")
+    e = sub.add_parser("export", help="an official checkpoint.pt as a model file of ours (needs torch)")
+    e.add_argument("--checkpoint", type=Path, required=True, help="checkpoint.pt of `official`")
+    e.add_argument("--out", type=Path, required=True, help="the .npz to write")
+    e.add_argument("--d", type=int, default=128, help="its width (default 128, the CPU protocol's)")
+    e.add_argument("--heads", type=int, default=4, help="its heads (default 4)")
     args = p.parse_args(argv)
-    return train_official(args) if args.cmd == "official" else report(args)
+    return {"official": train_official, "report": report, "export": export}[args.cmd](args)
 
 
 if __name__ == "__main__":

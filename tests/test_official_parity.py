@@ -168,3 +168,39 @@ def test_one_training_step_matches_the_official_code(rec):
     # Adam's first step moves each weight by lr * g / (|g| + eps) ~ 1e-3: agree to 1% of it (a gradient entry
     # near eps = 1e-8 turns float32 rounding of g into a visible change of its step; seen: 1.1e-6)
     assert max(jax.tree.leaves(moved)) < 1e-5, moved
+
+
+def test_exported_official_checkpoint_loads_as_the_mapped_model(rec, tmp_path, monkeypatch):
+    """``experiments.akorn_parity export``: an official ``checkpoint.pt`` (read by torch, here a stand-in for
+    ``torch.load``) becomes a model file that ``pretrained.load_file`` rebuilds with the mapped weights."""
+    import sys
+    import types
+
+    from experiments import akorn_parity
+    from rsa_jax import pretrained
+    d, h, n, _ = (int(v) for v in rec["config"])
+    state = {k[2:]: v for k, v in rec.items() if k.startswith("w/")}
+
+    class Tensor:
+        def __init__(self, a):
+            self.a = a
+
+        def detach(self):
+            return self
+
+        def cpu(self):
+            return self
+
+        def numpy(self):
+            return self.a
+
+    fake = types.ModuleType("torch")
+    fake.load = lambda path, weights_only: {"net": {f"module.{k}": Tensor(v) for k, v in state.items()}, "step": 7}
+    monkeypatch.setitem(sys.modules, "torch", fake)
+    out = akorn_parity.main(["export", "--checkpoint", "ckpt.pt", "--out", str(tmp_path / "m.npz"),
+                             "--d", str(d), "--heads", str(h)])
+    model, cfg = pretrained.load_file(out)
+    want = load_official(state, ModelConfig(kind="akorn", d=d, heads=h, n=n))
+    assert model.config == want.config and cfg.model.kind == "akorn"
+    got, ref = nnx.to_pure_dict(nnx.state(model, nnx.Param)), nnx.to_pure_dict(nnx.state(want, nnx.Param))
+    jax.tree.map(np.testing.assert_array_equal, got, ref)
