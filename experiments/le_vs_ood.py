@@ -37,11 +37,19 @@ from experiments.claims_runs import LONG_LE
 from rsa_jax import pretrained
 
 
+def preparity(model: dict | None) -> bool:
+    """Whether a manifest's model config is an AKOrN trained before the official parametrization (issue 32):
+    its record lacks the fields that now default to the official choices (``ModelConfig.WHEN_ABSENT``)."""
+    from rsa_jax.models.sudoku import ModelConfig
+    return bool(model) and model.get("kind") == "akorn" and any(k not in model for k in ModelConfig.WHEN_ABSENT)
+
+
 def point(name: str) -> dict:
     """The record of shipped model ``name``: max / mean LE and its OOD curve (``None`` where missing)."""
     m = pretrained.manifest(name)
     le, ood, long = m.get("lyapunov"), (m.get("accuracy") or {}).get("ood"), m.get("lyapunov_long")
-    rec = {"name": name, "kind": (m.get("model") or {}).get("kind"), "norm": (m.get("model") or {}).get("norm"),
+    rec = {"name": name, "label": name + (" (pre-parity)" if preparity(m.get("model")) else ""),
+           "kind": (m.get("model") or {}).get("kind"), "norm": (m.get("model") or {}).get("norm"),
            "max_le": le and le["max_le"], "mean_le": le and le.get("mean_le"),
            "mean_le_leading_k": le and le.get("mean_le_leading_k"), "le_T": le and le["T"],
            "le_k": le and le.get("k"), "ood_steps": ood and ood["steps"], "ood_board_acc": ood and ood["board_acc"],
@@ -95,7 +103,7 @@ def plot(records: list):
                 last, best, x = 100 * r[f"{key}_last"], 100 * r[f"{key}_best"], r[xkey]
                 ax.plot([x] * 2, [last, best], color=color, lw=1)
                 ax.plot(x, best, marker, mfc="none", color=color)
-                ax.plot(x, last, marker, color=color, label=f"{r['name']} (T_eval {r['t_last']})")
+                ax.plot(x, last, marker, color=color, label=f"{r['label']} (T_eval {r['t_last']})")
             ax.axvline(0.0, color="gray", lw=0.8)
             ax.set(xlabel=xlabel, ylabel=f"OOD (RRN test) {what} accuracy [%]",
                    title=f"max LE vs OOD {what} accuracy (filled: largest T_eval; hollow: best)")
@@ -125,7 +133,7 @@ def main(argv=None) -> dict:
                       else "-")
     long = lambda r: ("-" if r["long_max_le"] is None
                       else f"{r['long_max_le']:.4g} (T {r['long_T']} after {r['long_warmup']})")
-    rows = [[r["name"], r["kind"], r["norm"], r["max_le"], mean(r), r["le_k"] or "all", long(r),
+    rows = [[r["label"], r["kind"], r["norm"], r["max_le"], mean(r), r["le_k"] or "all", long(r),
              f"{100 * r['ood_board_acc'][0]:.1f}", f"{100 * r['ood_best']:.1f} @ {r['t_best']}",
              f"{100 * r['ood_last']:.1f} @ {r['t_last']}"] for r in ready]
     print_table(rows, ["model", "kind", "norm", "max LE", "mean LE", "max LE of (leading k)", "long-horizon max LE",

@@ -222,3 +222,14 @@ def test_sudoku_ood_evaluates_shipped_models(shipped_dir, tmp_path, capsys):
     with pytest.raises(SystemExit, match="no shipped model"):
         sudoku_ood.main(["--models", "akorn", "--id-limit", "2", "--ood-limit", "2", "--t-eval", "2",
                          "--out", str(tmp_path / "q")])
+
+
+def test_le_vs_ood_labels_pre_parity_akorn_models():
+    """An AKOrN manifest without the official-parametrization fields is marked pre-parity; ItrSA never is."""
+    from experiments.le_vs_ood import preparity
+    from rsa_jax.config import config_to_dict
+    from rsa_jax.models.sudoku import ModelConfig
+    now = config_to_dict(ModelConfig(kind="akorn").with_kind("akorn"))
+    old = {k: v for k, v in now.items() if k not in ModelConfig.WHEN_ABSENT}
+    assert not preparity(now) and preparity(old)
+    assert not preparity(old | {"kind": "itrsa"}) and not preparity(None)
