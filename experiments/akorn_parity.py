@@ -20,7 +20,8 @@ It writes ``metrics.jsonl`` in our trainer's format (``loss`` every 20 steps, ``
 each run (ours: ``runs/<name>/metrics.jsonl``), one table (markdown) and one plot.
 
 ``export``: an official ``checkpoint.pt`` as a model file of ours, so that ``experiments.sudoku_ood
---checkpoints FILE`` evaluates the official model (its T_eval curves beside ours, at the same step).
+--checkpoints FILE`` evaluates the official model (its T_eval curves beside ours, at the same step);
+``teval`` puts such results side by side (table and plot).
 """
 
 from __future__ import annotations
@@ -195,6 +196,45 @@ def report(args) -> str:
     return table
 
 
+def teval(args) -> str:
+    """ID / OOD cell and board accuracy against T_eval of several ``sudoku_ood.json`` results (``LABEL=PATH``), one
+    table (markdown) and one plot: the official model beside ours at about the same step."""
+    curves = {}
+    for spec in args.results:
+        label, _, path = spec.partition("=")
+        if not path:
+            raise SystemExit(f"--results wants LABEL=PATH, got {spec!r}")
+        res = json.loads(Path(path).read_text())["results"]
+        (seeds,) = [v["seeds"] for v in res.values()]
+        curves[label] = next(iter(seeds.values()))
+    lines = ["| model | split | " + " | ".join(f"T {t}" for t in next(iter(curves.values()))["id"]["steps"]) + " |"]
+    lines.append("|---|---|" + "---|" * len(next(iter(curves.values()))["id"]["steps"]))
+    for label, c in curves.items():
+        for split in ("id", "ood"):
+            lines.append(f"| {label} | {split} cells (boards) % | " + " | ".join(
+                f"{100 * a:.1f} ({100 * b:.1f})" for a, b in zip(c[split]["cell_acc"], c[split]["board_acc"])) + " |")
+    table = "\n".join(lines)
+    print(table)
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
+    for i, (label, c) in enumerate(curves.items()):
+        for ax, split in zip(axes, ("id", "ood")):
+            ax.plot(c[split]["steps"], [100 * a for a in c[split]["cell_acc"]], marker="o", color=f"C{i}", label=label)
+            ax.plot(c[split]["steps"], [100 * a for a in c[split]["board_acc"]], marker="x", ls="--", color=f"C{i}")
+    for ax, title in zip(axes, ("SATNet test (ID)", "RRN test (OOD)")):
+        ax.set(xscale="log", xlabel="T_eval (T_train = 16)", title=f"{title}: cells (solid), boards (dashed)")
+        ax.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
+    axes[0].set_ylabel("accuracy [%]")
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    Path(args.plot).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(args.plot, dpi=110)
+    print(f"wrote {args.plot}")
+    return table
+
+
 def export(args) -> Path:
     """The official loop's ``checkpoint.pt`` (live weights) as a model file of ours (``rsa_jax.pretrained.save``;
     mapped by ``rsa_jax.models.official``, the function checked by the parity test), so that our evaluations
@@ -238,8 +278,11 @@ def main(argv=None):
     e.add_argument("--out", type=Path, required=True, help="the .npz to write")
     e.add_argument("--d", type=int, default=128, help="its width (default 128, the CPU protocol's)")
     e.add_argument("--heads", type=int, default=4, help="its heads (default 4)")
+    t = sub.add_parser("teval", help="T_eval curves of sudoku_ood results side by side")
+    t.add_argument("--results", nargs="+", required=True, metavar="LABEL=PATH", help="sudoku_ood.json files")
+    t.add_argument("--plot", default="outputs/akorn_parity/akorn_teval.png")
     args = p.parse_args(argv)
-    return {"official": train_official, "report": report, "export": export}[args.cmd](args)
+    return {"official": train_official, "report": report, "export": export, "teval": teval}[args.cmd](args)
 
 
 if __name__ == "__main__":

@@ -25,3 +25,18 @@ def test_report_table_rows_and_step_limit(tmp_path):
     assert table[4] == "| 270 |  |  |  |  | 60.0 | 10.0 |" and (tmp_path / "p.png").is_file()
     limited = akorn_parity.main(["report", "--runs", a, b, "--plot", str(tmp_path / "q.png"), "--max-step", "180"])
     assert [line.split(" | ")[0] for line in limited.splitlines()[2:]] == ["| 90", "| 180"]
+
+
+def test_teval_table_from_sudoku_ood_results(tmp_path):
+    def result(name, id_cells, ood_cells):
+        curve = lambda cells: {"steps": [16, 32], "cell_acc": cells, "board_acc": [0.5, 0.0]}   # noqa: E731
+        path = tmp_path / f"{name}.json"
+        path.write_text(json.dumps({"results": {"akorn": {"seeds": {"0": {"id": curve(id_cells),
+                                                                         "ood": curve(ood_cells)}}}}}))
+        return f"{name}={path}"
+    table = akorn_parity.main(["teval", "--results", result("official", [0.75, 0.5], [0.4, 0.3]),
+                               result("ours", [0.9, 0.25], [0.5, 0.1]), "--plot", str(tmp_path / "t.png")])
+    lines = table.splitlines()
+    assert lines[0] == "| model | split | T 16 | T 32 |" and len(lines) == 6
+    assert lines[2] == "| official | id cells (boards) % | 75.0 (50.0) | 50.0 (0.0) |"
+    assert lines[5] == "| ours | ood cells (boards) % | 50.0 (50.0) | 10.0 (0.0) |" and (tmp_path / "t.png").is_file()
