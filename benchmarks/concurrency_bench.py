@@ -30,6 +30,7 @@ import os
 import statistics
 import subprocess
 import sys
+import tempfile
 
 from benchmarks.allocator_bench import find_preload
 
@@ -71,21 +72,26 @@ def run_together(model: str, iters: int, specs: list, preload: str, extra_flags:
         cmd = [sys.executable, "-m", "benchmarks.concurrency_bench", "--child", "--models", model,
                "--iters", str(iters), "--child-devices", str(devices)] + ([] if core is None else ["--core", str(core)])
         cmd += ["--tiny"] if tiny else []
-        procs.append(subprocess.Popen(cmd, env=dict(env), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                      stderr=subprocess.PIPE, text=True))
-    for p in procs:
-        line = p.stdout.readline().strip()
-        if line != "ready":
+        log = tempfile.TemporaryFile("w+")   # a file, not a pipe: a chatty child never blocks before the barrier
+        procs.append((subprocess.Popen(cmd, env=dict(env), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                       stderr=log, text=True), log))
+
+    def failed(p, log, where):
+        log.seek(0)
+        return RuntimeError(f"child failed {where} (rc {p.returncode}):\n{log.read()[-2000:]}")
+
+    for p, log in procs:
+        if p.stdout.readline().strip() != "ready":
             p.wait()
-            raise RuntimeError(f"child failed before the barrier (rc {p.returncode}):\n{p.stderr.read()[-2000:]}")
-    for p in procs:
+            raise failed(p, log, "before the barrier")
+    for p, _ in procs:
         p.stdin.write("go\n")
         p.stdin.flush()
     out = []
-    for p in procs:
-        stdout, stderr = p.communicate()
+    for p, log in procs:
+        stdout, _ = p.communicate()
         if p.returncode != 0:
-            raise RuntimeError(f"child failed (rc {p.returncode}):\n{stderr[-2000:]}")
+            raise failed(p, log, "after the barrier")
         out.append(json.loads(stdout.strip().splitlines()[-1]))
     return out
 
