@@ -162,7 +162,8 @@ def _read(run: Path) -> dict:
 def report(args) -> str:
     runs = {Path(r).name: _read(Path(r)) for r in args.runs}
     if args.max_step is not None:
-        runs = {n: {k: {s: x for s, x in c.items() if s <= args.max_step} for k, c in v.items()} for n, v in runs.items()}
+        runs = {n: {k: {s: x for s, x in c.items() if s <= args.max_step} for k, c in v.items()}
+                for n, v in runs.items()}
     steps = sorted(set.union(*(set(v["cell"]) for v in runs.values())))
     head = "| step | " + " | ".join(f"{n} loss | {n} cell % | {n} board %" for n in runs) + " |"
     lines = [head, "|" + "---|" * (1 + 3 * len(runs))]

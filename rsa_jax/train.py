@@ -162,9 +162,9 @@ def train(cfg: TrainConfig, task: Task, penalties: Sequence = (), resume: bool =
             latest = mngr.latest_step()
             if resume and latest is not None:
                 old = out / CONFIG_FILE
-                changed = _config_changes(json.loads(old.read_text()).get("config", {}) if old.exists() else {},
-                                          record["config"], config_to_dict(type(cfg)()),
-                                          {"model": getattr(type(cfg.model), "WHEN_ABSENT", {})}) if old.exists() else []
+                changed = [] if not old.exists() else _config_changes(
+                    json.loads(old.read_text()).get("config", {}), record["config"], config_to_dict(type(cfg)()),
+                    {"model": getattr(type(cfg.model), "WHEN_ABSENT", {})})
                 if changed:
                     warnings.warn("resuming with a changed config: " + ", ".join(changed), stacklevel=2)
                 try:
