@@ -190,10 +190,14 @@ def report(args) -> str:
             ax.set_xlabel("optimizer step")
     axes[0].legend()
     fig.suptitle("AKOrN learning parity: official PyTorch code vs rsa_jax, CPU protocol (D=128, H=4, N=4, T=16)")
+    return _save(fig, args.plot, table)
+
+
+def _save(fig, plot, table: str) -> str:
     fig.tight_layout()
-    Path(args.plot).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(args.plot, dpi=110)
-    print(f"wrote {args.plot}")
+    Path(plot).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(plot, dpi=110)
+    print(f"wrote {plot}")
     return table
 
 
@@ -229,11 +233,7 @@ def teval(args) -> str:
         ax.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
     axes[0].set_ylabel("accuracy [%]")
     axes[0].legend(fontsize=8)
-    fig.tight_layout()
-    Path(args.plot).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(args.plot, dpi=110)
-    print(f"wrote {args.plot}")
-    return table
+    return _save(fig, args.plot, table)
 
 
 def export(args) -> Path:
