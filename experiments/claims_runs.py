@@ -381,7 +381,8 @@ def _train_until_flat(entry: Planned, cfg, run: Path, deadline: float) -> dict:
     from rsa_jax.tasks.sudoku import sudoku_task
     from rsa_jax.train import train
     epochs, gain = entry.until_flat
-    spe = sudoku_task(cfg).steps_per_epoch
+    task = sudoku_task(cfg)   # its data and order do not depend on max_steps / time_budget
+    spe = task.steps_per_epoch
     cap = min(cfg.max_steps, cfg.epochs * spe)
     while True:
         have = latest_step(run) or 0
@@ -389,7 +390,7 @@ def _train_until_flat(entry: Planned, cfg, run: Path, deadline: float) -> dict:
         left = deadline - time.time()
         if have >= cap or left <= 0:
             return {"stopped": f"step {have}: the last step planned"} if have >= cap else {}
-        train(dataclasses.replace(cfg, max_steps=target, time_budget=left), sudoku_task(cfg))
+        train(dataclasses.replace(cfg, max_steps=target, time_budget=left), task)
         if (latest_step(run) or 0) < target:
             return {}
         if not improving(read_history(run / "metrics.jsonl", target), epochs * spe, gain):
@@ -477,7 +478,7 @@ def train_next(args) -> list:
             note = {"diverged": f"non-finite loss at step {e.step}; shipped the step-{e.last_checkpoint} checkpoint",
                     "steps": e.last_checkpoint, "examples_seen": e.last_checkpoint * cfg.batch_size}
         step = latest_step(run)
-        if "stopped" not in note and "diverged" not in note and (step is None or step < cfg.max_steps):
+        if not note and (step is None or step < cfg.max_steps):   # note: stopped (until_flat) or diverged
             print(f"[{entry.name}] stopped at step {step} of {cfg.max_steps}: resume with the same command")
             break
         info = {**note, **_info(entry, command), "invocations": _invocations(run)}

@@ -95,23 +95,19 @@ def _tqdm(total, initial, enabled):
                 dynamic_ncols=True, desc="train")
 
 
-def _config_changes(old: dict, new: dict, defaults: dict, absent: dict) -> list:
-    """``"field: old -> new"`` for each field that differs between a run's recorded config and this one
-    (bookkeeping fields ignored). A field missing from an older ``config.json`` had its default then, or
-    its ``WHEN_ABSENT`` value (``absent``: ``{"model": {...}}``, fields whose default changed since)."""
+def _config_changes(old: dict, cfg) -> list:
+    """``(field, old, new)`` for each field (nested ones dotted: ``model.param_init``) that differs between a run's
+    recorded config ``old`` and ``cfg``, bookkeeping fields ignored. ``old`` is read as every record is
+    (``config_from_dict``: a missing field takes its default, or its ``WHEN_ABSENT`` value)."""
     ignore = {"epochs", "max_steps", "time_budget", "eval_live", "checkpoint_every", "keep_checkpoints", "log_every",
               "eval_every", "progress", "out", "data_dir", "eval_limit", "data_parallel"}
-    def fill(old, defaults, absent):
-        return {**defaults, **absent, **{k: fill(v, defaults[k], absent.get(k, {}))
-                                         if isinstance(v, dict) and isinstance(defaults.get(k), dict)
-                                         else v for k, v in old.items()}}
 
     def diff(old, new, prefix=""):
-        return [line for k in sorted(set(old) | set(new)) if k not in ignore and old.get(k) != new.get(k)
-                for line in (diff(old[k], new[k], f"{prefix}{k}.") if isinstance(old.get(k), dict)
-                             and isinstance(new.get(k), dict) else [f"{prefix}{k}: {old.get(k)!r} -> {new.get(k)!r}"])]
+        return [c for k in sorted(set(old) | set(new)) if k not in ignore and old.get(k) != new.get(k)
+                for c in (diff(old[k], new[k], f"{prefix}{k}.") if isinstance(old.get(k), dict)
+                          and isinstance(new.get(k), dict) else [(prefix + k, old.get(k), new.get(k))])]
 
-    return diff(fill(old, defaults, absent), new)
+    return diff(config_to_dict(config_from_dict(type(cfg), old)), config_to_dict(cfg))
 
 
 def train(cfg: TrainConfig, task: Task, penalties: Sequence = (), resume: bool = True):
@@ -162,20 +158,19 @@ def train(cfg: TrainConfig, task: Task, penalties: Sequence = (), resume: bool =
             latest = mngr.latest_step()
             if resume and latest is not None:
                 old = out / CONFIG_FILE
-                changed = [] if not old.exists() else _config_changes(
-                    json.loads(old.read_text()).get("config", {}), record["config"], config_to_dict(type(cfg)()),
-                    {"model": getattr(type(cfg.model), "WHEN_ABSENT", {})})
+                changed = _config_changes(json.loads(old.read_text()).get("config", {}), cfg) if old.exists() else []
+                said = ", ".join(f"{k}: {a!r} -> {b!r}" for k, a, b in changed)
                 if changed:
-                    warnings.warn("resuming with a changed config: " + ", ".join(changed), stacklevel=2)
+                    warnings.warn("resuming with a changed config: " + said, stacklevel=2)
                 try:
                     state, meta = restore_checkpoint(mngr, latest, state)
                 except ValueError as e:   # orbax: the saved tree is not this model's
+                    flags = " ".join(f"--{k.replace('.', '-').replace('_', '-')} {a}" for k, a, _ in changed)
                     raise ValueError(
                         f"{ckpt_dir}: the step-{latest} checkpoint does not fit the model this config builds "
-                        f"(changed: {', '.join(changed) or 'no recorded field'}). Resume with the options it was "
-                        f"trained with (its {CONFIG_FILE}; an AKOrN trained before the official parametrization "
-                        "needs --model-param-init normal --model-gta-param angles --model-omega-param scalar "
-                        "--model-readout gelu) or start afresh (resume=False, --no-resume)") from e
+                        f"(changed: {said or 'no recorded field'}). Resume with the options it was trained with "
+                        f"(its {CONFIG_FILE}{': ' + flags if flags else ''}) or start afresh (resume=False, "
+                        "--no-resume)") from e
                 start = int(meta["step"])
             history = read_history(metrics_path, start)
             (out / CONFIG_FILE).write_text(json.dumps(record, indent=2) + "\n")
