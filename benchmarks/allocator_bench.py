@@ -62,13 +62,20 @@ def child(model: str, iters: int, devices: int) -> dict:
             "minor_faults_per_step": (r1.ru_minflt - r0.ru_minflt) / iters}
 
 
-def run_child(model: str, allocator: str, preload: str, iters: int, devices: int) -> dict:
+def child_env(preload: str, devices: int, extra_flags: tuple = ()) -> dict:
+    """This process's environment for a child: ``preload`` (``""``: none) as ``LD_PRELOAD``, ``devices`` host
+    devices and ``extra_flags`` in ``XLA_FLAGS``."""
     env = dict(os.environ)
     env.pop("LD_PRELOAD", None)
     if preload:
         env["LD_PRELOAD"] = preload
     flags = [f for f in env.get("XLA_FLAGS", "").split() if "xla_force_host_platform_device_count" not in f]
-    env["XLA_FLAGS"] = " ".join(flags + [f"--xla_force_host_platform_device_count={devices}"])
+    env["XLA_FLAGS"] = " ".join(flags + [f"--xla_force_host_platform_device_count={devices}", *extra_flags])
+    return env
+
+
+def run_child(model: str, allocator: str, preload: str, iters: int, devices: int) -> dict:
+    env = child_env(preload, devices)
     cmd = [sys.executable, "-m", "benchmarks.allocator_bench", "--child", "--models", model,
            "--iters", str(iters), "--devices", str(devices)]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)

@@ -32,7 +32,7 @@ import subprocess
 import sys
 import tempfile
 
-from benchmarks.allocator_bench import find_preload
+from benchmarks.allocator_bench import child_env, find_preload
 
 
 def child(model: str, iters: int, devices: int, core: int | None, tiny: bool = False) -> dict:
@@ -61,19 +61,14 @@ def run_together(model: str, iters: int, specs: list, preload: str, extra_flags:
                  tiny: bool = False) -> list:
     """Starts one child per ``(devices, core)`` in ``specs`` (``extra_flags``: more ``XLA_FLAGS``), releases
     them together once all are compiled, and returns their results in order."""
-    env = dict(os.environ)
-    env.pop("LD_PRELOAD", None)
-    if preload:
-        env["LD_PRELOAD"] = preload
-    flags = [f for f in env.get("XLA_FLAGS", "").split() if "xla_force_host_platform_device_count" not in f]
     procs = []
     for devices, core in specs:
-        env["XLA_FLAGS"] = " ".join(flags + [f"--xla_force_host_platform_device_count={devices}", *extra_flags])
+        env = child_env(preload, devices, extra_flags)
         cmd = [sys.executable, "-m", "benchmarks.concurrency_bench", "--child", "--models", model,
                "--iters", str(iters), "--child-devices", str(devices)] + ([] if core is None else ["--core", str(core)])
         cmd += ["--tiny"] if tiny else []
         log = tempfile.TemporaryFile("w+")   # a file, not a pipe: a chatty child never blocks before the barrier
-        procs.append((subprocess.Popen(cmd, env=dict(env), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+        procs.append((subprocess.Popen(cmd, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                        stderr=log, text=True), log))
 
     def failed(p, log, where):
