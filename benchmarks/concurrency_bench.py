@@ -75,20 +75,26 @@ def run_together(model: str, iters: int, specs: list, preload: str, extra_flags:
         log.seek(0)
         return RuntimeError(f"child failed {where} (rc {p.returncode}):\n{log.read()[-2000:]}")
 
-    for p, log in procs:
-        if p.stdout.readline().strip() != "ready":
-            p.wait()
-            raise failed(p, log, "before the barrier")
-    for p, _ in procs:
-        p.stdin.write("go\n")
-        p.stdin.flush()
-    out = []
-    for p, log in procs:
-        stdout, _ = p.communicate()
-        if p.returncode != 0:
-            raise failed(p, log, "after the barrier")
-        out.append(json.loads(stdout.strip().splitlines()[-1]))
-    return out
+    try:
+        for p, log in procs:
+            if p.stdout.readline().strip() != "ready":
+                p.wait()
+                raise failed(p, log, "before the barrier")
+        for p, _ in procs:
+            p.stdin.write("go\n")
+            p.stdin.flush()
+        out = []
+        for p, log in procs:
+            stdout, _ = p.communicate()
+            if p.returncode != 0:
+                raise failed(p, log, "after the barrier")
+            out.append(json.loads(stdout.strip().splitlines()[-1]))
+        return out
+    finally:   # one child failed: the others would wait at the barrier forever
+        for p, _ in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
 
 
 def summarize(model: str, layout: str, rounds: list, steps: int) -> dict:

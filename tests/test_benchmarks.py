@@ -48,3 +48,23 @@ def test_concurrency_bench_runs_its_layouts_end_to_end(tmp_path):
     rows = {r["layout"]: r for r in json.loads(out.read_text())["results"]}
     assert [rows[k]["runs_at_once"] for k in ("one", "many", "many1")] == [1, 2, 2]
     assert rows["one"]["throughput_vs_one"] == 1.0 and all(r["steps_per_hour"] > 0 for r in rows.values())
+
+
+def test_concurrency_bench_stops_the_other_children_when_one_fails(monkeypatch):
+    """A child that cannot start (no such core) raises, and the children waiting at the barrier are killed."""
+    import subprocess
+
+    import pytest
+
+    from benchmarks import concurrency_bench
+    started = []
+
+    class Recorded(subprocess.Popen):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            started.append(self)
+
+    monkeypatch.setattr(concurrency_bench.subprocess, "Popen", Recorded)
+    with pytest.raises(RuntimeError, match="before the barrier"):
+        concurrency_bench.run_together("itrsa", 1, [(1, 10_000), (1, None)], "", tiny=True)
+    assert len(started) == 2 and all(p.poll() is not None for p in started)
