@@ -137,7 +137,8 @@ PLAN = (
     # Both AKOrN + R_Spec models (lambda 1e-5, 1e-6: a weighted penalty of ~1% and ~0.5% of the loss) follow
     # the baseline to step ~1,800 and end ~10 points of cells below it: the penalty, or the spread between
     # seeds of one protocol? A second baseline seed tells (and gives the N comparison of Fig. 4 a spread).
-    Planned("sudoku-akorn-seed1-cpu", "akorn", train={"seed": 1},
+    # evaluated every epoch like the baseline: with official seeds 0 and 1 it is the learning-parity comparison
+    Planned("sudoku-akorn-seed1-cpu", "akorn", train={"seed": 1, "eval_every": 1},
             claim="control: the AKOrN baseline with another seed (seed-to-seed spread of the AKOrN rows)"),
     # RMSNorm at nn.RMSNorm's scale (gain init sqrt(D) = sqrt(128): tokens of norm sqrt(D), not 1). At unit
     # tokens the trained ItrSA grows sigma_max(W^Q), sigma_max(W^K) to 29 and 16 for sharp attention, which
