@@ -396,7 +396,7 @@ def _train_until_flat(entry: Planned, cfg, run: Path, deadline: float) -> dict:
             return {}
         if not improving(read_history(run / "metrics.jsonl", target), epochs * spe, gain):
             return {"stopped": f"step {target}: the best SATNet-test boards (EMA) of the last {epochs} epochs are "
-                               f"not {100 * gain:g} points above the best before them"}
+                               f"less than {100 * gain:g} percentage point(s) above the best before them"}
 
 
 def _restore(run: Path, parked: Path) -> None:
