@@ -91,10 +91,11 @@ def run_together(model: str, iters: int, specs: list, preload: str, extra_flags:
             out.append(json.loads(stdout.strip().splitlines()[-1]))
         return out
     finally:   # one child failed: the others would wait at the barrier forever
-        for p, _ in procs:
+        for p, log in procs:
             if p.poll() is None:
                 p.kill()
                 p.wait()
+            log.close()
 
 
 def summarize(model: str, layout: str, rounds: list, steps: int) -> dict:
