@@ -93,6 +93,8 @@ def plot(records: list):
         xs.append(("long_max_le", "long-horizon max LE (" + ", ".join(f"T = {t} after {w} steps" for t, w in longs)
                    + ")"))
     fig, axes = plt.subplots(len(xs), len(panels), figsize=(5.6 * len(panels), 4.0 * len(xs)), squeeze=False)
+    t_lasts = {r["t_last"] for r in records}
+    handles = {}  # one legend for the figure, outside the axes: every model once, no point covered
     for row, (xkey, xlabel) in zip(axes, xs):
         for ax, (key, what) in zip(row, panels):
             for i, r in enumerate(records):
@@ -103,14 +105,16 @@ def plot(records: list):
                 last, best, x = 100 * r[f"{key}_last"], 100 * r[f"{key}_best"], r[xkey]
                 ax.plot([x] * 2, [last, best], color=color, lw=1)
                 ax.plot(x, best, marker, mfc="none", color=color)
-                ax.plot(x, last, marker, color=color, label=f"{r['label']} (T_eval {r['t_last']})")
+                label = r["label"] if len(t_lasts) == 1 else f"{r['label']} (T_eval {r['t_last']})"
+                handles.setdefault(label, ax.plot(x, last, marker, color=color)[0])
             ax.axvline(0.0, color="gray", lw=0.8)
+            largest = f"T_eval {next(iter(t_lasts))}" if len(t_lasts) == 1 else "largest T_eval"
             ax.set(xlabel=xlabel, ylabel=f"OOD (RRN test) {what} accuracy [%]",
-                   title=f"max LE vs OOD {what} accuracy (filled: largest T_eval; hollow: best)")
+                   title=f"max LE vs OOD {what} accuracy (filled: {largest}; hollow: best)")
             ax.title.set_fontsize(9)
             ax.xaxis.label.set_fontsize(8)
-            ax.legend(fontsize=7)
     fig.tight_layout()
+    fig.legend(list(handles.values()), list(handles), fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5))
     return fig
 
 

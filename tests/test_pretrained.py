@@ -233,3 +233,16 @@ def test_le_vs_ood_labels_pre_parity_akorn_models():
     old = {k: v for k, v in now.items() if k not in ModelConfig.WHEN_ABSENT}
     assert not preparity(now) and preparity(old)
     assert not preparity(old | {"kind": "itrsa"}) and not preparity(None)
+
+
+def test_le_vs_ood_figure_has_one_legend_outside_the_axes():
+    """Every model once in one figure legend beside the panels (none inside an axes to cover points); the
+    shared T_eval goes into the titles, and only differing T_evals stay in the labels."""
+    from experiments.le_vs_ood import plot
+    rec = lambda name, t: {"label": name, "le_T": 16, "max_le": 0.1, "long_max_le": None, "long_T": None,
+                           "long_warmup": None, "ood_last": 0.1, "ood_best": 0.2, "t_last": t}
+    fig = plot([rec("a", 1024), rec("b", 1024)])
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == ["a", "b"] and len(fig.legends) == 1
+    assert all(ax.get_legend() is None for ax in fig.axes) and "T_eval 1024" in fig.axes[0].get_title()
+    fig = plot([rec("a", 1024), rec("b", 128)])
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == ["a (T_eval 1024)", "b (T_eval 128)"]
