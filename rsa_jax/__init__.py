@@ -6,10 +6,10 @@ from rsa_jax.attention import (attention_weights, full_matrices, init_attention,
 from rsa_jax.dynamics import (akorn_step, integrate, iterate, itrsa_step, msa_field, projected_sa_field,
                               rollout)
 from rsa_jax.energy import akorn_energy, e_multi, e_single, pseudo_energy
+from rsa_jax.exponents import max_lyapunov, mean_lyapunov, null_directions
 from rsa_jax.jacobian import (PowerIterationState, dense_jacobian, init_power_state, jacobian_eigenvalues,
                               linear_operators, pi_jacobian, power_iteration, rmsnorm_jacobian, spectral_norm)
-from rsa_jax.lyapunov import (LyapunovResult, lyapunov_exact, lyapunov_spectrum, max_lyapunov, mean_lyapunov,
-                               null_directions)
+from rsa_jax.lyapunov import LyapunovResult, lyapunov_exact, lyapunov_spectrum
 from rsa_jax.monitor import (contribution_index, msa_contribution_index, msa_cosine, pseudo_energy_trajectory,
                              symmetric_jacobian)
 from rsa_jax.ops import chunk_norm, normalize, omega_rotation, pi, proj, rms_norm

@@ -32,7 +32,8 @@ default ``default_null_rtol``) and report its exponent as exactly ``NULL_FLOOR``
 per-step ``ln |R_ii|`` is also clamped at ``NULL_FLOOR``. ``mean_lyapunov`` drops the null
 exponents, counted by ``null_directions``: the "mean LE" of a whole-token-normalized model averages
 over ``M = S (D - 1)`` exponents, not ``S D`` (``M = S D (N - 1) / N`` for N-chunk normalization).
-The largest exponent (``max_lyapunov``) is never a null one, so it needs no count.
+The largest exponent (``max_lyapunov``) is never a null one, so it needs no count. These three
+summaries live in :mod:`rsa_jax.exponents` and are re-exported here.
 
 Everything is pure and jit/vmap-able (``T``, ``k``, ``reorth_every``, ``sweeps``, ``max_sweeps``
 static): ``jax.vmap(lambda x0: lyapunov_spectrum(f, x0, T, k).exponents)(batch)``.
@@ -40,15 +41,15 @@ static): ``jax.vmap(lambda x0: lyapunov_spectrum(f, x0, T, k).exponents)(batch)`
 
 from __future__ import annotations
 
-import math
 import warnings
-from typing import Callable, NamedTuple, Sequence
+from typing import Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from rsa_jax.exponents import max_lyapunov, mean_lyapunov, null_directions  # noqa: F401 (re-exported)
 from rsa_jax.jacobian import check_state_map, dense_jacobian, push_columns, static_int
 
 Map = Callable[[jnp.ndarray], jnp.ndarray]
@@ -406,74 +407,3 @@ def nonnull_exponent_sum(f: Map, x0: jnp.ndarray, T: int, num_null: int = 0, *,
     total = jnp.sum(jnp.log(jnp.maximum(rds, tiny))) / T
     stretch = jnp.min(rds / jnp.maximum(jnp.max(rds, axis=1, keepdims=True), tiny))
     return ExponentSum(total, kept, dropped, stretch)
-
-
-def null_directions(shape: Sequence[int], n: int | None = None, norm: str = "pi") -> int:
-    """Number of null directions a normalization layer gives a state of this shape.
-
-    Args:
-      shape: state shape ``(..., S, D)`` of one system (leading axes count as more tokens).
-      n: oscillator size (the normalization acts on each ``n``-chunk); None for whole tokens.
-      norm: ``"none"`` (0 nulls), ``"pi"`` or ``"rmsnorm"`` (one per normalized chunk).
-
-    Returns:
-      ``prod(shape[:-1]) * D / n``: ``S`` for whole-token normalization, ``S * D / N`` per oscillator.
-    """
-    if norm == "none":
-        return 0
-    if norm not in ("pi", "rmsnorm"):
-        raise ValueError(f"unknown normalization {norm!r}; expected 'none', 'pi' or 'rmsnorm'")
-    d = shape[-1]
-    n = d if n is None else n
-    if d % n:
-        raise ValueError(f"oscillator size n={n} must divide D={d}")
-    return math.prod(shape[:-1]) * (d // n)
-
-
-def _kept(exponents: jnp.ndarray, num_null: int, n: int | None) -> jnp.ndarray:
-    """The exponents sorted descending without the null ones; NaN everywhere if any is NaN."""
-    k = exponents.shape[-1]
-    if n is not None and n < k:
-        raise ValueError(f"n={n} (the state's size) must be >= the number of exponents {k}")
-    full = n is None or n == k
-    drop = num_null if full else max(0, num_null - (n - k))   # nulls are the n - M smallest of n
-    if not 0 <= drop < k:
-        raise ValueError(f"num_null={num_null} must be in [0, {k}) for a full spectrum of {k} exponents; for a "
-                         "leading-k spectrum pass n=x0.size too (mean_lyapunov(ex, num_null, n=...))")
-    kept = (-jnp.sort(-exponents, axis=-1))[..., :k - drop]
-    return jnp.where(jnp.any(jnp.isnan(exponents), axis=-1, keepdims=True), jnp.nan, kept)
-
-
-def max_lyapunov(exponents: jnp.ndarray) -> jnp.ndarray:
-    """The largest exponent: of a full or a leading-k spectrum alike (a null exponent is never the
-    largest, so no null count applies); NaN if any exponent is NaN.
-
-    Args:
-      exponents: ``(..., k)``.
-
-    Returns:
-      ``(...)``.
-
-    Examples:
-      >>> import jax.numpy as jnp
-      >>> from rsa_jax.lyapunov import max_lyapunov
-      >>> float(max_lyapunov(jnp.array([-0.25, 0.5, -30.0]))), float(max_lyapunov(jnp.array([jnp.nan, 0.5])))
-      (0.5, nan)
-    """
-    return _kept(exponents, 0, None)[..., 0]
-
-
-def mean_lyapunov(exponents: jnp.ndarray, num_null: int = 0, *, n: int | None = None) -> jnp.ndarray:
-    """Mean over the non-null exponents (``M = S (D - 1)`` of a full spectrum with whole-token
-    normalization: the paper's mean LE, appendix B.3); NaN if any exponent is NaN.
-
-    Args:
-      exponents: ``(..., k)``: a full spectrum, or the leading ``k`` of ``n`` (then pass ``n``).
-      num_null: null directions of the map (``null_directions``), i.e. among all ``n`` exponents.
-      n: the state's size ``x0.size`` when ``exponents`` is a leading-k spectrum (``k < n``): only
-        ``max(0, num_null - (n - k))`` of the nulls can be among the ``k``; None: a full spectrum.
-
-    Returns:
-      ``(...)``.
-    """
-    return jnp.mean(_kept(exponents, num_null, n), axis=-1)
