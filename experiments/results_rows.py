@@ -82,7 +82,7 @@ def rows(m: dict, metrics: list | None = None, every: int = 360) -> dict:
               else " / ".join("-" if x is None else f"{100 * x:.0f}" for x in per_t))
     id_long = f"| `{name}` | {boards} | {_pct(_at(idl, 'cell_acc', 16))} / {_pct(_at(idl, 'cell_acc', 1024))} |"
     evals = {r["step"]: r for r in metrics or () if "eval/board_acc" in r}
-    steps = [s for s in sorted(evals) if s % every == 0] or sorted(evals)
+    steps = sorted({s for s in evals if s % every == 0} | set(sorted(evals)[-1:]))   # and the last evaluation
     curve = ("| step | " + " | ".join(f"{s:,}" for s in steps) + " |\n"
              + "| EMA cells % | " + " | ".join(_pct(evals[s]["eval/cell_acc"]) for s in steps) + " |\n"
              + "| EMA boards % | " + " | ".join(_pct(evals[s]["eval/board_acc"]) for s in steps) + " |")

@@ -40,6 +40,14 @@ def test_rows_from_a_manifest():
     assert r["id_long"] == "| `m` | 50 / 0 / 0 / 0 / 0 | 91.0 / 30.0 |"
     assert r["curve"].splitlines() == ["| step | 360 | 720 |", "| EMA cells % | 50.0 | 70.0 |",
                                        "| EMA boards % | 0.0 | 1.0 |"]
+    assert rows(_manifest(), metrics, every=500)["curve"].splitlines()[0] == "| step | 500 | 720 |"  # + the last
+
+
+def test_main_prints_the_rows_of_a_shipped_model(tmp_path, capsys):
+    from experiments.results_rows import main
+    got = main(["sudoku-akorn-seed1-cpu", "--out", str(tmp_path)])["sudoku-akorn-seed1-cpu"]
+    text = capsys.readouterr().out
+    assert got["id_long"] in text and got["curve"].splitlines()[0].endswith("| 2,520 | 2,880 |")
 
 
 def test_rows_write_the_tables_zero_and_missing_conventions():
