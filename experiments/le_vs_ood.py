@@ -94,6 +94,7 @@ def plot(records: list):
                    + ")"))
     fig, axes = plt.subplots(len(xs), len(panels), figsize=(5.6 * len(panels), 4.0 * len(xs)), squeeze=False)
     t_lasts = {r["t_last"] for r in records}
+    largest = f"T_eval {next(iter(t_lasts))}" if len(t_lasts) == 1 else "largest T_eval"
     handles = {}  # one legend for the figure, outside the axes: every model once, no point covered
     for row, (xkey, xlabel) in zip(axes, xs):
         for ax, (key, what) in zip(row, panels):
@@ -108,7 +109,6 @@ def plot(records: list):
                 label = r["label"] if len(t_lasts) == 1 else f"{r['label']} (T_eval {r['t_last']})"
                 handles.setdefault(label, ax.plot(x, last, marker, color=color)[0])
             ax.axvline(0.0, color="gray", lw=0.8)
-            largest = f"T_eval {next(iter(t_lasts))}" if len(t_lasts) == 1 else "largest T_eval"
             ax.set(xlabel=xlabel, ylabel=f"OOD (RRN test) {what} accuracy [%]",
                    title=f"max LE vs OOD {what} accuracy (filled: {largest}; hollow: best)")
             ax.title.set_fontsize(9)

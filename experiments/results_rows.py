@@ -16,9 +16,7 @@ from __future__ import annotations
 
 from experiments.common import make_parser, parse
 from rsa_jax import pretrained
-
-#: Tokens of a Sudoku state (one per cell): the mean LE's M = 81 D - (null directions).
-SUDOKU_TOKENS = 81
+from rsa_jax.models.sudoku import CELLS
 
 
 def _pct(x, nd: int = 1) -> str:
@@ -62,7 +60,7 @@ def rows(m: dict, metrics: list | None = None, every: int = 360) -> dict:
     summary = (f"| [`{name}`](#NAME) | ... | {_pct(_at(idc, 'board_acc', 16))} ({_pct(_at(idc, 'cell_acc', 16))}) | "
                f"{ood_boards} | {_pct(_at(ood, 'cell_acc', 16))} | {_le(le.get('max_le'))} ({long_txt}) |")
     d = (m.get("model") or {}).get("d")
-    m_count = (SUDOKU_TOKENS * d - le["mean_le_num_null"]) if d and "mean_le_num_null" in le else None
+    m_count = (CELLS * d - le["mean_le_num_null"]) if d and "mean_le_num_null" in le else None
     mean = "-" if le.get("mean_le") is None else _mean(le["mean_le"]) + (f" (M = {m_count:,})" if m_count else "")
     long_cell = "-" if not long else (f"{_le(long['max_le'])} ({long['T']} after {long.get('warmup', 0)}"
                                       + (", float64)" if long.get("float64") else ")"))
