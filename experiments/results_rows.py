@@ -10,13 +10,24 @@ number is copied by hand:
 
 A part the manifest lacks (not yet evaluated) prints ``-`` in its cells. The link and the "what" text of the
 summary row are left as ``NAME`` and ``...``: they are prose.
+
+``--write RESULTS.md`` puts the numbers into the file's existing rows of the model (each table's prose cells
+kept); ``--keep-old LABEL`` first keeps a copy of each old row (but the summary's), its name prefixed by LABEL
+(``--keep-old pre-parity`` when a retrained model replaces an old one). A table without a row of the model is
+reported, and its row is left for a person to place.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from experiments.common import make_parser, parse
 from rsa_jax import pretrained
 from rsa_jax.models.sudoku import CELLS
+
+
+TABLES = ("summary", "le_vs_ood", "contribution", "id_long")   # the per-model tables of RESULTS.md
+PROSE = {"summary": 2}   # leading cells that are prose (the name; the summary's "what"), not numbers
 
 
 def _pct(x, nd: int = 1) -> str:
@@ -88,10 +99,52 @@ def rows(m: dict, metrics: list | None = None, every: int = 360) -> dict:
             "curve": curve}
 
 
+def model_rows(lines: list[str], name: str, table: str, row: str) -> list[int]:
+    """Indices of the lines of ``lines`` that are ``name``'s row in ``table`` (the row's width: ``row``'s)."""
+    width = len(row.split(" | "))
+    return [i for i, line in enumerate(lines) if line.startswith((f"| `{name}`", f"| [`{name}`]"))
+            and len(line.split(" | ")) == width]
+
+
+def write(path: str | Path, name: str, got: dict, keep_old: str | None = None) -> list[str]:
+    """Write ``got`` (``rows`` of ``name``) into the file's rows of ``name``, keeping each row's prose cells.
+
+    Args:
+      path: a markdown file (RESULTS.md).
+      name: the model.
+      got: its rows, from ``rows``.
+      keep_old: if given, each old row but the summary's stays below the new one, ``name`` prefixed by it.
+
+    Returns:
+      The tables that have no row (or several) of ``name``: nothing was written there.
+    """
+    path = Path(path)
+    lines = path.read_text().splitlines()
+    skipped = []
+    for table in TABLES:
+        found = model_rows(lines, name, table, got[table])
+        if len(found) > 1:   # another table of the same width: tell them apart by the " / " in each cell
+            shape = [c.count(" / ") for c in got[table].split(" | ")[PROSE.get(table, 1):]]
+            found = [i for i in found if [c.count(" / ") for c in lines[i].split(" | ")[PROSE.get(table, 1):]]
+                     == shape]
+        if len(found) != 1:
+            skipped.append(table)
+            continue
+        i, k = found[0], PROSE.get(table, 1)
+        old = lines[i].split(" | ")
+        lines[i] = " | ".join(old[:k] + got[table].split(" | ")[k:])
+        if keep_old and table != "summary" and lines[i] != " | ".join(old):
+            lines.insert(i + 1, " | ".join(old).replace(f"`{name}`", f"{keep_old} `{name}`", 1))
+    path.write_text("\n".join(lines) + "\n")
+    return skipped
+
+
 def main(argv=None) -> dict:
     p = make_parser("results_rows", __doc__)
     p.add_argument("names", nargs="+", metavar="NAME", help="shipped model names (rsa_jax.pretrained.names())")
     p.add_argument("--every", type=int, default=360, help="learning-curve columns every this many steps")
+    p.add_argument("--write", metavar="FILE", help="write the numbers into FILE's rows of each model (RESULTS.md)")
+    p.add_argument("--keep-old", metavar="LABEL", help="with --write: keep each old row, its name prefixed by LABEL")
     args = parse(p, argv)
     out = {}
     for name in args.names:
@@ -100,6 +153,9 @@ def main(argv=None) -> dict:
         out[name] = rows(pretrained.manifest(name), metrics, args.every)
         for table, row in out[name].items():
             print(f"[{name}] {table}:\n{row}\n")
+        if args.write:
+            for table in write(args.write, name, out[name], args.keep_old):
+                print(f"[{name}] {table}: no single row in {args.write}; place the row above by hand")
     return out
 
 

@@ -5,12 +5,10 @@ from pathlib import Path
 
 import pytest
 
-from experiments.results_rows import rows
+from experiments.results_rows import PROSE, TABLES, model_rows, rows, write
 from rsa_jax import pretrained
 
 REPO = Path(__file__).resolve().parents[1]
-TABLES = ("summary", "le_vs_ood", "contribution", "id_long")
-PROSE = {"summary": 2}   # leading columns that are prose (the name; the summary's "what"), not numbers
 
 
 def _manifest(ood_boards=(0.004, 0.012, 0.0)):
@@ -72,8 +70,7 @@ def test_results_md_agrees_with_every_shipped_manifest():
         got = rows(pretrained.manifest(name))
         for table in TABLES:
             want, k = got[table].split(" | "), PROSE.get(table, 1)
-            mine = [line.split(" | ") for line in lines
-                    if line.startswith((f"| `{name}`", f"| [`{name}`]")) and len(line.split(" | ")) == len(want)]
+            mine = [lines[i].split(" | ") for i in model_rows(lines, name, table, got[table])]
             if not any(cells[k:] == want[k:] for cells in mine):
                 bad.append(f"{name} {table}: RESULTS.md {[' | '.join(c[k:]) for c in mine] or 'has no row'}; "
                            f"the manifest gives {' | '.join(want[k:])}")
@@ -97,3 +94,26 @@ def test_the_agreement_check_can_fail(table, monkeypatch):
     monkeypatch.setattr(pretrained, "manifest", changed)
     with pytest.raises(AssertionError, match=f"{name} {table}"):
         test_results_md_agrees_with_every_shipped_manifest()
+
+
+def test_write_puts_the_numbers_into_the_rows_and_keeps_the_prose(tmp_path):
+    """--write replaces the number cells of the model's row in each table, keeps the prose cells, keeps the old
+    row (relabelled) with keep_old but the summary's, and reports a table with no row of the model."""
+    got = rows(_manifest())
+    md = tmp_path / "R.md"
+    md.write_text("intro\n"
+                  "| [`m`](#sec) | AKOrN, old | 1.0 (2.0) | 0.0 | 3.0 | +0.500 (+0.100) |\n"
+                  "| `m` (old prose) | +0.5 | a | b | c | d | e | f |\n"
+                  "| `m` | 1% | 2 / 3 | 4% | 5% |\n"
+                  "| `mm` | 1% | 2 / 3 | 4% | 5% |\n"
+                  "| `m` (another table) | 8.3 | 1.2 (t = 155) | 8.7 | 66.4 |\n")
+    assert write(md, "m", got, keep_old="pre-parity") == ["id_long"]
+    lines = md.read_text().splitlines()
+    assert lines[1] == "| [`m`](#sec) | AKOrN, old | 50.0 (90.0) | 0.4 / 1.2 (T 32) | 60.0 | +0.123 (-0.020) |"
+    assert lines[2] == ("| `m` (old prose) | +0.123 | -0.020 (512 after 128) | -0.500 (M = 486) | -0.010 | "
+                        "0.4 / 1.2 (T 32) / 0.0 | 60.0 / - / 40.0 | 50.0 (cells 90.0) |")
+    assert lines[3] == "| pre-parity `m` (old prose) | +0.5 | a | b | c | d | e | f |"
+    assert lines[4:] == ["| `m` | 5.0% | 10.0 / 20.0 | 15.0% | 20.0% |", "| pre-parity `m` | 1% | 2 / 3 | 4% | 5% |",
+                         "| `mm` | 1% | 2 / 3 | 4% | 5% |", "| `m` (another table) | 8.3 | 1.2 (t = 155) | 8.7 | 66.4 |"]
+    before = md.read_text()
+    assert write(md, "m", got) == ["id_long"] and md.read_text() == before   # written rows: nothing changes
