@@ -114,6 +114,7 @@ def test_write_puts_the_numbers_into_the_rows_and_keeps_the_prose(tmp_path):
                         "0.4 / 1.2 (T 32) / 0.0 | 60.0 / - / 40.0 | 50.0 (cells 90.0) |")
     assert lines[3] == "| pre-parity `m` (old prose) | +0.5 | a | b | c | d | e | f |"
     assert lines[4:] == ["| `m` | 5.0% | 10.0 / 20.0 | 15.0% | 20.0% |", "| pre-parity `m` | 1% | 2 / 3 | 4% | 5% |",
-                         "| `mm` | 1% | 2 / 3 | 4% | 5% |", "| `m` (another table) | 8.3 | 1.2 (t = 155) | 8.7 | 66.4 |"]
+                         "| `mm` | 1% | 2 / 3 | 4% | 5% |",
+                         "| `m` (another table) | 8.3 | 1.2 (t = 155) | 8.7 | 66.4 |"]
     before = md.read_text()
     assert write(md, "m", got) == ["id_long"] and md.read_text() == before   # written rows: nothing changes
