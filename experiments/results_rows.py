@@ -122,15 +122,16 @@ def write(path: str | Path, name: str, got: dict, keep_old: str | None = None) -
     lines = path.read_text().splitlines()
     skipped = []
     for table in TABLES:
+        k = PROSE.get(table, 1)
         found = model_rows(lines, name, table, got[table])
-        if len(found) > 1:   # another table of the same width: tell them apart by the " / " in each cell
-            shape = [c.count(" / ") for c in got[table].split(" | ")[PROSE.get(table, 1):]]
-            found = [i for i in found if [c.count(" / ") for c in lines[i].split(" | ")[PROSE.get(table, 1):]]
-                     == shape]
+        if len(found) > 1:   # another table of the same width: tell them apart by the " / " in each number cell
+            def shape(row):
+                return [c.count(" / ") for c in row.split(" | ")[k:]]
+            found = [i for i in found if shape(lines[i]) == shape(got[table])]
         if len(found) != 1:
             skipped.append(table)
             continue
-        i, k = found[0], PROSE.get(table, 1)
+        i = found[0]
         old = lines[i].split(" | ")
         lines[i] = " | ".join(old[:k] + got[table].split(" | ")[k:])
         if keep_old and table != "summary" and lines[i] != " | ".join(old):
