@@ -12,6 +12,7 @@ evaluation records under --out and prints a table of them.
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -29,6 +30,13 @@ def read_curves(folder) -> dict:
     recs = pretrained.read_metrics(folder)
     return {"train": [r for r in recs if "loss" in r],
             "eval": [r for r in recs if any(k.startswith("eval") for k in r)]}
+
+
+def label(folder: Path, name: str) -> str:
+    """``name``, marked " (pre-parity)" where ``folder``'s manifest is of an AKOrN trained before issue 32."""
+    from experiments.le_vs_ood import preparity
+    m = folder / pretrained.MANIFEST_FILE
+    return name + (" (pre-parity)" if m.is_file() and preparity(json.loads(m.read_text()).get("model")) else "")
 
 
 def plot(curves: dict, path: Path):
@@ -83,7 +91,7 @@ def main(argv=None):
         folder = pretrained.path(spec) if spec in pretrained.names() else Path(spec)
         if not (folder / "metrics.jsonl").is_file():
             raise SystemExit(f"{folder}: no metrics.jsonl")
-        curves[Path(spec).name] = read_curves(folder)
+        curves[label(folder, Path(spec).name)] = read_curves(folder)
     rows = []
     for name, c in curves.items():
         for r in c["eval"]:

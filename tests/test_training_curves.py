@@ -28,3 +28,16 @@ def test_plot_few_and_many_runs(tmp_path, monkeypatch):
         assert (labels[:n] == [f"run{i}" for i in range(n)]) is (n > 4)
         plt.close("all")
         assert any(tmp_path.glob(f"c{n}*"))
+
+
+def test_label_marks_preparity_models(tmp_path):
+    import json
+
+    from rsa_jax.models.sudoku import ModelConfig
+    now = {"kind": "akorn", **{k: None for k in ModelConfig.WHEN_ABSENT}}
+    for name, model, want in (("a", now, "a"), ("b", {"kind": "akorn"}, "b (pre-parity)"), ("c", None, "c")):
+        folder = tmp_path / name
+        folder.mkdir()
+        if model is not None:
+            (folder / "manifest.json").write_text(json.dumps({"model": model}))
+        assert training_curves.label(folder, name) == want
