@@ -44,11 +44,16 @@ def preparity(model: dict | None) -> bool:
     return bool(model) and model.get("kind") == "akorn" and any(k not in model for k in ModelConfig.WHEN_ABSENT)
 
 
+def label(name: str, model: dict | None) -> str:
+    """``name``, marked " (pre-parity)" where ``model`` (a manifest's model config) is a pre-parity AKOrN."""
+    return name + (" (pre-parity)" if preparity(model) else "")
+
+
 def point(name: str) -> dict:
     """The record of shipped model ``name``: max / mean LE and its OOD curve (``None`` where missing)."""
     m = pretrained.manifest(name)
     le, ood, long = m.get("lyapunov"), (m.get("accuracy") or {}).get("ood"), m.get("lyapunov_long")
-    rec = {"name": name, "label": name + (" (pre-parity)" if preparity(m.get("model")) else ""),
+    rec = {"name": name, "label": label(name, m.get("model")),
            "kind": (m.get("model") or {}).get("kind"), "norm": (m.get("model") or {}).get("norm"),
            "max_le": le and le["max_le"], "mean_le": le and le.get("mean_le"),
            "mean_le_leading_k": le and le.get("mean_le_leading_k"), "le_T": le and le["T"],

@@ -34,9 +34,9 @@ def read_curves(folder) -> dict:
 
 def label(folder: Path, name: str) -> str:
     """``name``, marked " (pre-parity)" where ``folder``'s manifest is of an AKOrN trained before issue 32."""
-    from experiments.le_vs_ood import preparity
+    from experiments.le_vs_ood import label as marked
     m = folder / pretrained.MANIFEST_FILE
-    return name + (" (pre-parity)" if m.is_file() and preparity(json.loads(m.read_text()).get("model")) else "")
+    return marked(name, json.loads(m.read_text()).get("model") if m.is_file() else None)
 
 
 def plot(curves: dict, path: Path):
