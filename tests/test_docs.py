@@ -47,3 +47,30 @@ def test_readme_snippet_prints_the_papers_exponent():
     qr = float(lines[-1].split()[1])
     assert abs(printed - exact) < 1e-3 and "True" in lines[0]
     assert abs(qr - exact) > 0.1          # the old default (classical QR) printed -1.319 here, the definition -1.145
+
+
+def _github_slug(heading: str) -> str:
+    """GitHub's anchor for a Markdown heading: lower case, punctuation dropped, spaces -> '-'."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def _broken_links(text: str) -> list[str]:
+    slugs, seen = set(), {}
+    for h in re.findall(r"^#{1,6} (.+)$", text, flags=re.M):
+        s = _github_slug(h)
+        slugs.add(s if s not in seen else f"{s}-{seen[s]}")
+        seen[s] = seen.get(s, 0) + 1
+    return sorted({a for a in re.findall(r"\]\(#([^)]+)\)", text) if a not in slugs})
+
+
+def test_in_page_links_of_the_docs_resolve():
+    root = Path(__file__).resolve().parent.parent
+    for doc in ("README.md", "RESULTS.md"):
+        assert _broken_links((root / doc).read_text()) == [], doc
+
+
+def test_the_link_check_can_fail():
+    text = "## AKOrN + R_Spec, retrained: `m` (issue 32, part 5)\n## A\n## A\n"
+    assert _broken_links(text + "[x](#akorn--r_spec-retrained-m-issue-32-part-5) [y](#a-1)") == []
+    assert _broken_links(text + "[x](#akorn-r_spec-retrained-m-issue-32-part-5) [y](#a-2)") == [
+        "a-2", "akorn-r_spec-retrained-m-issue-32-part-5"]
