@@ -55,6 +55,7 @@ def _github_slug(heading: str) -> str:
 
 
 def _broken_links(text: str) -> list[str]:
+    text = re.sub(r"^```.*?^```", "", text, flags=re.M | re.S)   # a "# comment" in a code block is no heading
     slugs, seen = set(), {}
     for h in re.findall(r"^#{1,6} (.+)$", text, flags=re.M):
         s = _github_slug(h)
@@ -74,3 +75,4 @@ def test_the_link_check_can_fail():
     assert _broken_links(text + "[x](#akorn--r_spec-retrained-m-issue-32-part-5) [y](#a-1)") == []
     assert _broken_links(text + "[x](#akorn-r_spec-retrained-m-issue-32-part-5) [y](#a-2)") == [
         "a-2", "akorn-r_spec-retrained-m-issue-32-part-5"]
+    assert _broken_links("```bash\n# run it\n```\n[z](#run-it)") == ["run-it"]
